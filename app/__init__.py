@@ -1,0 +1,1 @@
+"""Entry points: CLI, Textual app, MCP server, HTTP receiver."""

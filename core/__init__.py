@@ -1,0 +1,1 @@
+"""Qubinode Workbench engine: everything front ends share. Never imports textual, rich or mcp."""
