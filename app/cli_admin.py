@@ -1,0 +1,177 @@
+"""CLI: db status|migrate, doctor, config."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+
+from app.cli_common import console, emit, get_config, json_option, run_async
+from core.config import Config
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database status and migrations."""
+
+
+async def _resolve_url(config: Config) -> tuple[str, str]:
+    from core.db import start_embedded
+
+    url = config.get("database.url")
+    if url:
+        return url, "external"
+    return await asyncio.to_thread(start_embedded, config.resolved_data_dir), "embedded"
+
+
+@db_group.command("status")
+@json_option
+def db_status(as_json: bool) -> None:
+    """Where the database is, its versions, and each migration's state."""
+    from core.db import redact_url
+    from core.migrate import migration_status
+
+    config = get_config()
+
+    async def _run() -> dict[str, Any]:
+        url, kind = await _resolve_url(config)
+        return {
+            "kind": kind,
+            "url": redact_url(url),
+            "data_dir": str(config.resolved_data_dir) if kind == "embedded" else None,
+            "migrations": await migration_status(url),
+        }
+
+    status = run_async(_run())
+
+    def render(s: dict[str, Any]) -> None:
+        out = console()
+        out.print(f"[bold]{s['kind']}[/] {s['url']}")
+        for m in s["migrations"]:
+            state = "[green]applied[/]" if m["applied_at"] else "[yellow]pending[/]"
+            if m["checksum_ok"] is False:
+                state = "[red]CHANGED after apply[/]"
+            out.print(f"  {m['version']:04d}_{m['name']}: {state}")
+
+    emit(status, as_json, render)
+
+
+@db_group.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (qwb also does this on every start)."""
+    from core.migrate import apply_migrations
+
+    config = get_config()
+
+    async def _run() -> list[Any]:
+        url, _ = await _resolve_url(config)
+        return await apply_migrations(url)
+
+    applied = run_async(_run())
+    if applied:
+        for m in applied:
+            click.echo(f"applied {m.version:04d}_{m.name}")
+    else:
+        click.echo("database is up to date")
+
+
+async def run_checks(config: Config) -> list[dict[str, Any]]:
+    """Each check: name, ok (True/False/None for 'not configured'), detail."""
+    checks: list[dict[str, Any]] = []
+    from core.engine import Workbench
+    from core.errors import QwbError
+
+    try:
+        wb = await Workbench.open(config)
+    except QwbError as exc:
+        checks.append({"name": "database", "ok": False, "detail": str(exc)})
+        return checks
+    try:
+        info = await wb.db.info()
+        checks.append(
+            {
+                "name": "database",
+                "ok": True,
+                "detail": f"{info.kind} PostgreSQL {info.server_version} ({info.url})",
+            }
+        )
+        checks.append(
+            {
+                "name": "pgvector",
+                "ok": info.pgvector_version is not None,
+                "detail": f"vector {info.pgvector_version}, {info.migrations} migrations applied",
+            }
+        )
+        try:
+            vector = await wb.embedder.embed_query("qwb doctor probe")
+            await wb.rag.check_model()
+            checks.append(
+                {
+                    "name": "embedding model",
+                    "ok": len(vector) == wb.embedder.dim,
+                    "detail": f"{wb.embedder.model_name} ({wb.embedder.dim}-d)",
+                }
+            )
+        except QwbError as exc:
+            checks.append({"name": "embedding model", "ok": False, "detail": str(exc)})
+        checks.extend(await _llm_checks(config))
+    finally:
+        await wb.close()
+    return checks
+
+
+async def _llm_checks(config: Config) -> list[dict[str, Any]]:
+    try:
+        from core.agents.llm import LLMClient
+    except ImportError:
+        return []
+    statuses = await LLMClient(config).status()
+    out = []
+    for role, status in statuses.items():
+        data = status.to_dict() if hasattr(status, "to_dict") else dict(status)
+        reachable = data.get("reachable")
+        detail = f"{data.get('model')} at {data.get('api_base')}"
+        if not reachable:
+            detail += (
+                f": {data.get('error') or 'unreachable'} (agents need it; everything else works)"
+            )
+        out.append({"name": f"llm {role}", "ok": bool(reachable), "detail": detail,
+                    "required": False})  # fmt: skip
+    return out
+
+
+@click.command("doctor")
+@json_option
+def doctor_cmd(as_json: bool) -> None:
+    """Check the database, pgvector, the embedding model and the LLM roles."""
+    checks = run_async(run_checks(get_config()))
+
+    def render(items: list[dict[str, Any]]) -> None:
+        out = console()
+        for c in items:
+            mark = "[green]ok[/]" if c["ok"] else ("[yellow]warn[/]" if c.get("required") is False
+                                                    else "[red]FAIL[/]")  # fmt: skip
+            out.print(f"{mark:>18}  [bold]{c['name']}[/]: {c['detail']}")
+
+    emit(checks, as_json, render)
+    if any(not c["ok"] and c.get("required", True) for c in checks):
+        raise SystemExit(1)
+
+
+@click.command("config")
+@json_option
+def config_cmd(as_json: bool) -> None:
+    """Print the effective configuration and where each value comes from."""
+    config = get_config()
+    items = [{"key": k, "value": v, "source": s} for k, v, s in config.items()]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+
+        table = Table("setting", "value", "from", title=f"config file: {config.path}")
+        for r in rows:
+            table.add_row(r["key"], repr(r["value"]), r["source"])
+        console().print(table)
+
+    emit({"path": str(config.path), "settings": items} if as_json else items, as_json, render)

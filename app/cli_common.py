@@ -1,0 +1,123 @@
+"""Helpers every CLI command shares: open a Workbench, print JSON or tables, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import click
+
+from core.config import Config, load_config
+from core.errors import QwbError
+
+T = TypeVar("T")
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Logs go to stderr (stdout belongs to results, and to JSON-RPC under `qwb mcp`)."""
+    level = (level or os.environ.get("QWB_LOG_LEVEL") or "WARNING").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    raise SystemExit(code)
+
+
+def get_config(ctx: click.Context | None = None) -> Config:
+    ctx = ctx or click.get_current_context(silent=True)
+    obj = (ctx.find_root().obj if ctx else None) or {}
+    try:
+        return load_config(obj.get("config_path"), overrides=obj.get("overrides") or None)
+    except QwbError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def run_async(coro: Awaitable[T]) -> T:
+    """Run a coroutine; QwbError becomes one red line and exit 1, Ctrl-C exits 130."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except QwbError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        click.secho("interrupted", fg="yellow", err=True)
+        raise SystemExit(130) from None
+    raise AssertionError("unreachable")
+
+
+def run_workbench(fn: Callable[[Any], Awaitable[T]], config: Config | None = None) -> T:
+    """Open a Workbench, run `await fn(wb)`, close it."""
+    from core.engine import Workbench
+
+    config = config or get_config()
+
+    async def _main() -> T:
+        wb = await Workbench.open(config)
+        try:
+            return await fn(wb)
+        finally:
+            await wb.close()
+
+    return run_async(_main())
+
+
+def to_jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return to_jsonable(value.to_dict())
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID | Path):
+        return str(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False))
+    else:
+        render(data)
+
+
+def parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """k=v pairs into a dict; values that parse as JSON (numbers, true, lists) keep their type."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--meta expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

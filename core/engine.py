@@ -1,0 +1,59 @@
+"""The Workbench: the one façade every front end (TUI, MCP, CLI, HTTP) talks to."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from core.config import Config, load_config
+from core.db import Database
+from core.embeddings import Embedder, get_embedder
+from core.rag import RagStore
+
+log = logging.getLogger(__name__)
+
+
+class Workbench:
+    """Owns the database pool and the embedder; each capability is a service attribute."""
+
+    config: Config
+    db: Database
+    embedder: Embedder
+    rag: RagStore
+
+    def __init__(self, config: Config, db: Database, embedder: Embedder) -> None:
+        self.config = config
+        self.db = db
+        self.embedder = embedder
+        self.rag = RagStore(
+            db,
+            embedder,
+            max_file_bytes=config.get("rag.max_file_bytes"),
+            chunk_tokens=config.get("rag.chunk_tokens"),
+            overlap_tokens=config.get("rag.chunk_overlap_tokens"),
+        )
+
+    @classmethod
+    async def open(cls, config: Config | None = None) -> Workbench:
+        config = config or load_config()
+        embedder = get_embedder(config)
+        db = await Database.connect(config)
+        try:
+            wb = cls(config, db, embedder)
+            await wb._attach_services()
+        except BaseException:
+            await db.close()
+            raise
+        return wb
+
+    async def _attach_services(self) -> None:
+        """Each capability adds itself here (one line each)."""
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def __aenter__(self) -> Workbench:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
