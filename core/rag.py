@@ -30,6 +30,7 @@ TEXT_SUFFIXES = {
     ".cfg", ".conf", ".sh", ".j2", ".adoc", ".sql", "",
 }  # fmt: skip
 MAX_QUERY_CHARS = 4000
+CHANGE_CHANNEL = "qwb_rag_changed"
 
 
 def check_doc_type(doc_type: str) -> str:
@@ -350,6 +351,10 @@ class RagStore:
                                 model,
                             )
                         )
+            # Delivered on commit: other qwb processes (TUI, MCP) can refresh on it.
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)", (CHANGE_CHANNEL, pending.source_key[:1000])
+            )
         status = "updated" if row["replaced"] else "added"
         return IngestItem(pending.source_key, status, document_id=str(doc_id), chunks=len(vectors))
 

@@ -1,0 +1,197 @@
+"""The RAG store on the real embedded PostgreSQL and the real MiniLM model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from core.config import load_config
+from core.errors import InputError, ModelMismatchError, NotFoundError
+from core.rag import CHANGE_CHANNEL, RagStore
+from tests.conftest import NO_CONFIG, REPO, SHARED, create_database, make_config, requires_shared
+
+CORPUS = SHARED / "corpus" / "qubinode-docs"
+
+
+async def test_ingest_is_idempotent_and_costs_no_embedding(workbench: Any) -> None:
+    rag = workbench.rag
+    text = "# DNS\n\nFreeIPA needs forward and reverse DNS zones before ipa-server-install.\n"
+    first = await rag.ingest_text(text, source_key="note:idem", doc_type="runbook")
+    assert first.status == "added" and first.chunks >= 1
+    before = workbench.embedder.texts_embedded
+    again = await rag.ingest_text(text, source_key="note:idem", doc_type="runbook")
+    assert again.status == "unchanged"
+    assert again.document_id == first.document_id
+    assert workbench.embedder.texts_embedded == before
+
+
+async def test_update_replaces_all_chunks(workbench: Any) -> None:
+    rag = workbench.rag
+    old = "# Old\n\n" + "\n\n".join(f"Paragraph {i} mentions zebrafish{i}." for i in range(40))
+    await rag.ingest_text(old, source_key="note:update", doc_type="guide")
+    new = "# New\n\nOnly one paragraph now, about keytabs.\n"
+    item = await rag.ingest_text(new, source_key="note:update", doc_type="guide")
+    assert item.status == "updated"
+    doc = await rag.get_document("note:update")
+    assert doc.summary.chunk_count == len(doc.chunks) == 1
+    assert "zebrafish" not in " ".join(c["content"] for c in doc.chunks)
+    assert doc.summary.title == "New"
+
+
+async def test_delete_cascades_to_chunks(workbench: Any) -> None:
+    rag = workbench.rag
+    item = await rag.ingest_text("# Gone\n\nTemporary.\n", source_key="note:del", doc_type="other")
+    await rag.delete_document("note:del")
+    rows = await workbench.db.fetchall(
+        "SELECT count(*) AS n FROM rag_chunks WHERE document_id = %s", (item.document_id,)
+    )
+    assert rows[0]["n"] == 0
+    with pytest.raises(NotFoundError):
+        await rag.get_document("note:del")
+
+
+async def test_skips_binary_empty_and_oversized(workbench: Any, tmp_path: Path) -> None:
+    (tmp_path / "blob.md").write_bytes(b"\x00\x01\x02binary")
+    (tmp_path / "empty.md").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "ok.md").write_text("# Fine\n\nA real document about ansible inventories.\n")
+    small = RagStore(workbench.db, workbench.embedder, max_file_bytes=1000)
+    (tmp_path / "big.md").write_text("x " * 2000)
+    report = await small.ingest_paths([tmp_path])
+    reasons = {Path(i.source_key).name: (i.status, i.reason) for i in report.items}
+    assert reasons["blob.md"] == ("skipped", "binary")
+    assert reasons["empty.md"] == ("skipped", "empty")
+    assert reasons["latin1.txt"] == ("skipped", "not UTF-8 text")
+    assert reasons["big.md"][0] == "skipped" and "larger than" in reasons["big.md"][1]
+    assert reasons["ok.md"][0] == "added"
+    assert report.counts == {"added": 1, "updated": 0, "unchanged": 0, "skipped": 4, "failed": 0}
+
+
+async def test_bad_input_is_refused(workbench: Any) -> None:
+    with pytest.raises(InputError, match="unknown doc type"):
+        await workbench.rag.ingest_text("x", source_key="k", doc_type="novel")
+    with pytest.raises(InputError, match="empty"):
+        await workbench.rag.search("   ")
+    with pytest.raises(InputError, match="path not found"):
+        await workbench.rag.ingest_paths(["/nonexistent/qwb"])
+
+
+@requires_shared
+async def test_hybrid_finds_exact_error_string_vector_ranks_low(workbench: Any) -> None:
+    rag = workbench.rag
+    files = sorted(CORPUS.rglob("*.md"))[:25]
+    await rag.ingest_paths(files, doc_type="guide")
+    needle = textwrap.dedent(
+        """\
+        # Weekly lab notes
+
+        The team lunch moved to Thursday and the coffee machine was descaled.
+        Someone pasted QWBX-7731-KEYTAB-REJECT in the chat and nobody answered.
+        Remember to water the plants in the server room hallway.
+        """
+    )
+    await rag.ingest_text(needle, source_key="note:needle", doc_type="other")
+    query = "QWBX-7731-KEYTAB-REJECT"
+    hybrid = await rag.search(query, limit=10)
+    vector = await rag.search(query, limit=10, mode="vector")
+    assert hybrid[0].source_key == "note:needle"
+    vector_rank = next((i for i, h in enumerate(vector) if h.source_key == "note:needle"), 99)
+    assert vector_rank > 0, "pure vector search should not rank the exact string first"
+
+
+@requires_shared
+async def test_filtered_search_returns_k_results(workbench: Any) -> None:
+    rag = workbench.rag
+    await rag.ingest_paths(sorted(CORPUS.rglob("*.md"))[:25], doc_type="guide")
+    runbook = "# Rotating certificates\n\n" + "\n\n".join(
+        f"Step {i}: renew certificate number {i} with certmonger and restart httpd."
+        for i in range(30)
+    )
+    await rag.ingest_text(
+        runbook, source_key="note:certs", doc_type="runbook", metadata={"team": "ops"}
+    )
+    hits = await rag.search(
+        "OpenShift cluster deployment with kcli", limit=5, doc_types=["runbook"]
+    )
+    assert len(hits) == 5
+    assert {h.doc_type for h in hits} == {"runbook"}
+    meta_hits = await rag.search("deployment", limit=5, metadata={"team": "ops"})
+    assert len(meta_hits) == 5 and all(h.metadata["team"] == "ops" for h in meta_hits)
+    by_source = await rag.search("certificate", limit=3, source="note:cert*")
+    assert by_source and all(h.source_key == "note:certs" for h in by_source)
+    strict = await rag.search("OpenShift cluster deployment", limit=5, min_similarity=0.99)
+    assert strict == []
+
+
+async def test_model_mismatch_is_refused(pg_server: Any, embedder: Any) -> None:
+    from core.engine import Workbench
+
+    url = create_database(pg_server, "rag_mismatch")
+    wb = await Workbench.open(make_config(database__url=url))
+    try:
+        await wb.rag.ingest_text("# A\n\nSome text.\n", source_key="note:a", doc_type="other")
+        async with wb.db.connection() as conn:
+            await conn.execute("UPDATE store_meta SET value = 'intfloat/e5-small' "
+                               "WHERE key = 'embedding_model'")  # fmt: skip
+        with pytest.raises(ModelMismatchError, match="qwb reindex"):
+            await wb.rag.search("text")
+        with pytest.raises(ModelMismatchError):
+            await wb.rag.ingest_text("# B\n\nMore.\n", source_key="note:b", doc_type="other")
+        assert await wb.rag.reindex() >= 1
+        assert (await wb.rag.search("text"))[0].source_key == "note:a"
+    finally:
+        await wb.close()
+
+
+def test_killed_ingest_leaves_no_partial_document(pg_server: Any, tmp_path: Path) -> None:
+    url = create_database(pg_server, "rag_kill")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(60):
+        body = "\n\n".join(f"Section {j} of document {i} about libvirt networks and VLAN {j}."
+                           for j in range(30))  # fmt: skip
+        (docs / f"doc{i:03d}.md").write_text(f"# Doc {i}\n\n{body}\n")
+    env = {**os.environ, "QWB_DATABASE_URL": url, "QWB_CONFIG": NO_CONFIG}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "ingest", "--no-progress", str(docs)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"LISTEN {CHANGE_CHANNEL}")
+            committed = list(conn.notifies(timeout=300, stop_after=3))  # one per committed document
+            assert len(committed) == 3
+            assert proc.poll() is None, "ingest finished before it could be killed"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rows = conn.execute(
+                "SELECT d.source_key, d.chunk_count, count(c.id) AS n FROM rag_documents d"
+                " LEFT JOIN rag_chunks c ON c.document_id = d.id GROUP BY d.id"
+            ).fetchall()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert 3 <= len(rows) < 60
+    assert all(chunk_count == n and n > 0 for _, chunk_count, n in rows)
+
+
+def test_load_config_rejects_unknown_keys(tmp_path: Path) -> None:
+    from core.errors import ConfigError
+
+    bad = tmp_path / "config.toml"
+    bad.write_text("[database]\nurll = 'x'\n")
+    with pytest.raises(ConfigError, match="unknown key 'urll' in \\[database\\]"):
+        load_config(bad, env={})
+    cfg = load_config(env={"QWB_CONFIG": NO_CONFIG, "QWB_RAG_CHUNK_TOKENS": "128"})
+    assert (
+        cfg.get("rag.chunk_tokens") == 128
+        and cfg.source("rag.chunk_tokens") == "$QWB_RAG_CHUNK_TOKENS"
+    )
