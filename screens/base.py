@@ -1,0 +1,70 @@
+"""The base every pane and pane-owned modal builds on: layout frame, worker errors, palette."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual.app import ComposeResult, SystemCommand
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from screens.widgets import PaneBar, StatusBar
+
+if TYPE_CHECKING:
+    from core.engine import Workbench
+
+
+class WorkerFailures:
+    """Mixin: a failed worker on this node opens the App's error modal (never a crash).
+
+    Workers here are async (the engine is async and its pool lives on the App's loop); they are
+    started with `exit_on_error=False` and post typed messages; handlers update widgets."""
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.app.show_error(event.worker.error, event.worker.name)  # type: ignore[attr-defined]
+
+    async def workbench(self) -> Workbench:
+        """The open Workbench (waits while the App is still opening it)."""
+        return await self.app.workbench()  # type: ignore[attr-defined]
+
+
+class PaneScreen(WorkerFailures, Screen[None]):
+    """One top-level pane: pane bar, body, status bar, footer."""
+
+    MODE: ClassVar[str] = ""
+    TITLE: ClassVar[str] = ""
+    HELP: ClassVar[str] = ""  # Markdown intro for the F1 help
+
+    def compose(self) -> ComposeResult:
+        yield PaneBar(self.MODE, id="pane-bar")
+        yield from self.compose_body()
+        yield StatusBar(id="status-bar")
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def pane_commands(self) -> Iterable[SystemCommand]:
+        """Palette entries: this pane's visible bindings, plus any `extra_commands`."""
+        for binding in self.BINDINGS:
+            if isinstance(binding, tuple) or not binding.description:
+                continue
+            if self.check_action(binding.action, ()) is False:
+                continue
+            yield SystemCommand(
+                f"{self.TITLE}: {binding.description}",
+                binding.tooltip or f"key {binding.key_display or binding.key}",
+                partial(self.run_action, binding.action),
+            )
+        yield from self.extra_commands()
+
+    def extra_commands(self) -> Iterable[SystemCommand]:
+        yield from ()
+
+
+class PaneModal(WorkerFailures, ModalScreen[Any]):
+    """A modal that runs its own workers (document list, forms with lookups…)."""

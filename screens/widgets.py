@@ -1,0 +1,277 @@
+"""Widgets and modals every pane shares: pane bar, status bar, error modal, help, prompts."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Markdown, Static, TextArea
+
+PANES: tuple[tuple[str, str, str], ...] = (
+    ("1", "search", "Search"),
+    ("2", "troubleshooting", "Troubleshooting"),
+    ("3", "agents", "Agents"),
+    ("4", "lineage", "Lineage"),
+)
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """What the status bar shows; the App replaces it as facts arrive."""
+
+    db_kind: str = "…"
+    db_ok: bool | None = None  # None: not known yet
+    db_detail: str = "connecting…"
+    model: str = "MiniLM"
+    model_state: str = "waiting"  # waiting | warming up… | ready | failed
+    llm: tuple[tuple[str, bool | None], ...] = ()
+    lineage: str = "local"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> StatusInfo:
+        return replace(self, **changes)
+
+
+def _dot(ok: bool | None) -> str:
+    if ok is None:
+        return "[$text-muted]○[/]"
+    return "[$success]●[/]" if ok else "[$error]●[/]"
+
+
+def short_model_name(name: str) -> str:
+    """`sentence-transformers/all-MiniLM-L6-v2` -> `MiniLM-L6`; others cut to 16 characters."""
+    short = name.rsplit("/", 1)[-1]
+    if short.startswith("all-"):
+        short = short[4:]
+    if short.endswith("-v2"):
+        short = short[:-3]
+    return short if len(short) <= 16 else short[:15] + "…"
+
+
+def render_status(info: StatusInfo) -> str:
+    """One line, short enough for 80 columns."""
+    db = f"{_dot(info.db_ok)} db {escape(info.db_kind)}"
+    if info.db_ok is False:
+        db += " [$error]down[/]"
+    elif info.db_ok is None:
+        db += f" [$text-muted]{escape(info.db_detail)}[/]"
+    state_colour = {"ready": "$success", "failed": "$error"}.get(info.model_state, "$warning")
+    model = f"{escape(short_model_name(info.model))} [{state_colour}]{escape(info.model_state)}[/]"
+    if info.llm:
+        names = {"manager": "mgr", "developer": "dev"}
+        llm = "llm " + " ".join(f"{_dot(ok)}{names.get(r, r[:3])}" for r, ok in info.llm)
+    else:
+        llm = "llm [$text-muted]…[/]"
+    return f" {db} │ {model} │ {llm} │ lineage {escape(info.lineage)}"
+
+
+class StatusBar(Static):
+    """Follows `App.status` (a StatusInfo reactive)."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $panel; color: $text; }
+    """
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "status", self._show, init=True)
+
+    def _show(self, info: StatusInfo) -> None:
+        self.update(render_status(info))
+
+
+class PaneBar(Static):
+    """The pane switcher line: `1 Search  2 Troubleshooting …` with the current one lit."""
+
+    DEFAULT_CSS = """
+    PaneBar { height: 1; background: $primary-background; }
+    """
+
+    def __init__(self, current: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.current = current
+
+    def on_mount(self) -> None:
+        parts = []
+        for key, mode, title in PANES:
+            if mode == self.current:
+                parts.append(f"[reverse b] {key} {title} [/]")
+            else:
+                parts.append(f"[b]{key}[/] [$text-muted]{title}[/]")
+        self.update(" " + "  ".join(parts) + "   [$text-muted]qwb · F1 help · ^p commands[/]")
+
+
+def format_error(error: BaseException, context: str = "") -> tuple[str, str]:
+    """(title, body) for the error modal: a QwbError is one line; anything else has a trace."""
+    from core.errors import QwbError
+
+    title = f"{type(error).__name__}" + (f" in {context}" if context else "")
+    if isinstance(error, QwbError):
+        return title, str(error)
+    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return title, f"{error}\n\n{trace}".strip()
+
+
+class ErrorModal(ModalScreen[None]):
+    """A failure, shown with text the operator can select or copy (c)."""
+
+    BINDINGS = [
+        Binding("c", "copy", "Copy"),
+        Binding("escape,enter,q", "dismiss", "Close"),
+    ]
+
+    def __init__(self, title: str, body: str) -> None:
+        super().__init__(classes="error-modal")
+        self.error_title = title
+        self.body = body
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="error-box", classes="modal-box"):
+            yield Label(f"[b $error]✖ {escape(self.error_title)}[/]", id="error-title")
+            yield TextArea(self.body, read_only=True, id="error-text", soft_wrap=True)
+            yield Label("[b]c[/] copy   [b]Esc[/] close", classes="modal-hint")
+
+    def action_copy(self) -> None:
+        copy_text(self.app, f"{self.error_title}\n{self.body}")
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(result)
+
+
+def copy_text(app: Any, text: str) -> None:
+    """OSC 52 through the terminal (works over SSH and in tmux with set-clipboard on)."""
+    app.copy_to_clipboard(text)
+    app.notify(f"Copied {len(text)} characters", timeout=3)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Help generated from the bindings active on the pane when F1 was pressed."""
+
+    BINDINGS = [Binding("escape,f1,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, markdown: str) -> None:
+        super().__init__()
+        self.markdown = markdown
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-box", classes="modal-box"):
+            with VerticalScroll():
+                yield Markdown(self.markdown, id="help-text")
+            yield Label("[b]Esc[/] close", classes="modal-hint")
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(result)
+
+
+def bindings_markdown(title: str, groups: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    lines = [f"# {title}", ""]
+    for heading, rows in groups:
+        if not rows:
+            continue
+        lines += [f"## {heading}", "", "| key | action |", "|---|---|"]
+        lines += [f"| `{key}` | {desc} |" for key, desc in rows]
+        lines.append("")
+    lines += [
+        "## Notes",
+        "",
+        "- Keys `1`–`4` switch panes; inside a text box press `Esc` first.",
+        "- `ctrl+p` opens the command palette with the actions of this pane.",
+        "- Every `ctrl+enter` has a `ctrl+j` twin, for SSH and tmux.",
+        "- Errors open a window whose text can be copied with `c` (OSC 52).",
+    ]
+    return "\n".join(lines)
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """Yes/no. `y`/Enter confirm, `n`/Esc cancel."""
+
+    BINDINGS = [
+        Binding("y,enter", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-box confirm-box"):
+            yield Label(self.question, id="confirm-question")
+            yield Label("[b]y[/] yes   [b]n[/] no", classes="modal-hint")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    label: str
+    placeholder: str = ""
+    value: str = ""
+    required: bool = False
+
+
+class FormModal(ModalScreen[dict[str, str] | None]):
+    """A small form of text fields. Enter on the last field or ctrl+s/ctrl+j submits."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s,ctrl+j", "submit", "Submit", key_display="^s/^j"),
+    ]
+
+    def __init__(self, title: str, fields: list[FormField], submit_label: str = "OK") -> None:
+        super().__init__()
+        self.form_title = title
+        self.fields = fields
+        self.submit_label = submit_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-box form-box"):
+            yield Label(f"[b]{escape(self.form_title)}[/]")
+            with VerticalScroll(classes="form-fields"):
+                for f in self.fields:
+                    yield Label(f.label + (" *" if f.required else ""), classes="form-label")
+                    yield Input(f.value, placeholder=f.placeholder, id=f"field-{f.name}")
+            with Horizontal(classes="form-buttons"):
+                yield Button(self.submit_label, variant="primary", id="form-submit")
+                yield Button("Cancel", id="form-cancel")
+            yield Label("[b]Enter[/] next/submit  [b]^s[/] submit  [b]Esc[/] cancel",
+                        classes="modal-hint")  # fmt: skip
+
+    def values(self) -> dict[str, str]:
+        return {
+            f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self.fields
+        }
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        inputs = list(self.query(Input))
+        index = inputs.index(event.input)
+        if index + 1 < len(inputs):
+            inputs[index + 1].focus()
+        else:
+            self.action_submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "form-submit":
+            self.action_submit()
+        else:
+            self.action_cancel()
+
+    def action_submit(self) -> None:
+        values = self.values()
+        missing = [f.label for f in self.fields if f.required and not values[f.name]]
+        if missing:
+            self.notify(f"{', '.join(missing)}: required", severity="warning")
+            return
+        self.dismiss(values)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
