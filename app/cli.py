@@ -61,6 +61,12 @@ main.add_command(demo_cmd)
 main.add_command(db_group)
 main.add_command(doctor_cmd)
 main.add_command(config_cmd)
+from app.cli_bootstrap import bootstrap_cmd, export_cmd, import_cmd, sync_cmd  # noqa: E402
+
+main.add_command(bootstrap_cmd)
+main.add_command(sync_cmd)
+main.add_command(export_cmd)
+main.add_command(import_cmd)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "log_file": None,
     },
     "bootstrap": {
-        "probes": [],
+        "probes": [],  # [{query, expect_source (substring or glob of source key), doc_type?}]
+        "adrs": "",  # default ADR folder for `qwb bootstrap` ("" = none)
+        "dags": "",  # default DAG folder
+        "docs": [],  # further doc folders
+        "providers": True,  # ingest the provider catalog as provider_doc documents
+        "top_k": 5,  # a probe's expected source must be in this many top hits
+        "auto_probes": 2,  # built-in probes per ingested source kind (from document titles)
+        "vector_samples": 3,  # stored chunks re-embedded to check the vectors' model
+        "watch_interval": 10.0,  # seconds between scans of `bootstrap --watch`
     },
 }
 
