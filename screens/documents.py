@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Markdown, Static
 
 from screens.base import PaneModal
-from screens.widgets import ConfirmModal, copy_text
+from screens.widgets import ConfirmModal, cell, copy_text
 
 CODE_SUFFIXES = {
     ".py": "python", ".sh": "bash", ".yaml": "yaml", ".yml": "yaml", ".json": "json",
@@ -177,11 +177,11 @@ class DocumentsScreen(PaneModal):
         table.clear()
         for doc in self.documents:
             table.add_row(
-                doc.doc_type,
-                str(doc.chunk_count),
-                escape((doc.title or "")[:40]),
-                escape(short_source(doc.source_key)),
-                doc.updated_at[:16].replace("T", " "),
+                cell(doc.doc_type),
+                cell(doc.chunk_count),
+                cell((doc.title or "")[:40]),
+                cell(short_source(doc.source_key)),
+                cell(doc.updated_at[:16].replace("T", " ")),
                 key=doc.id,
             )
         self.query_one("#docs-title", Label).update(f"[b]Documents[/] ({len(self.documents)})")

@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from screens.base import PaneScreen
 from screens.documents import DocumentScreen, DocumentsScreen, DocumentView, short_source
-from screens.widgets import FormField, FormModal, copy_text
+from screens.widgets import FormField, FormModal, cell, copy_text
 
 RESULT_LIMIT = 20
 
@@ -129,8 +129,8 @@ class SearchPane(PaneScreen):
     def on_mount(self) -> None:
         table = self.query_one("#results", DataTable)
         table.add_columns("type", "sim", "source › heading")
-        self.query_one("#results-info", Label).update("Type a query and press Enter.")
-        self.query_one("#query", Input).focus()
+        self.query_one("#results-info", Label).update("Press / to search.")
+        table.focus()  # so 1-4 switch panes at once; / focuses the query box
         self.load_stats()
 
     # ------------------------------------------------------------------ search
@@ -174,7 +174,7 @@ class SearchPane(PaneScreen):
             where = short_source(hit.source_key)
             if hit.heading_path:
                 where += f" › {hit.heading_path}"
-            table.add_row(hit.doc_type, f"{hit.similarity:.2f}", escape(where))
+            table.add_row(cell(hit.doc_type), cell(f"{hit.similarity:.2f}"), cell(where))
         info = f"{len(self.hits)} result(s) for {message.request.query!r}"
         self.query_one("#results-info", Label).update(escape(info))
         if self.hits:
@@ -226,7 +226,7 @@ class SearchPane(PaneScreen):
     def on_store_stats(self, message: StoreStats) -> None:
         if not self.hits:
             self.query_one("#results-info", Label).update(
-                f"{message.documents} documents, {message.chunks} chunks. Type a query, Enter."
+                f"{message.documents} documents, {message.chunks} chunks. / to search."
             )
 
     # ------------------------------------------------------------------ actions

@@ -38,6 +38,19 @@ class StatusInfo:
         return replace(self, **changes)
 
 
+def cell(value: object, style: str | None = None) -> Any:
+    """A DataTable cell that is never parsed as markup (DataTable reads str as Rich markup)."""
+    from rich.text import Text
+
+    return Text(str(value), style=style or "", no_wrap=True, end="")
+
+
+def theme_colour(app: Any, name: str) -> str | None:
+    """A colour of the current Textual theme (success, error, warning, accent…) for Rich text."""
+    theme = getattr(app, "current_theme", None)
+    return getattr(theme, name, None) if theme is not None else None
+
+
 def _dot(ok: bool | None) -> str:
     if ok is None:
         return "[$text-muted]○[/]"
