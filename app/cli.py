@@ -61,6 +61,13 @@ main.add_command(demo_cmd)
 main.add_command(db_group)
 main.add_command(doctor_cmd)
 main.add_command(config_cmd)
+import app.cli_memory as memory_cli  # noqa: E402
+
+main.add_command(memory_cli.log_attempt_cmd)
+main.add_command(memory_cli.similar_cmd)
+main.add_command(memory_cli.history_group)
+main.add_command(memory_cli.decisions_cmd)
+main.add_command(memory_cli.providers_group)
 from app.cli_bootstrap import bootstrap_cmd, export_cmd, import_cmd, sync_cmd  # noqa: E402
 
 main.add_command(bootstrap_cmd)

@@ -7,8 +7,11 @@ from typing import Any
 
 from core.config import Config, load_config
 from core.db import Database
+from core.decisions import DecisionLog
 from core.embeddings import Embedder, get_embedder
+from core.providers import ProviderRegistry
 from core.rag import RagStore
+from core.troubleshooting import TroubleshootingStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ class Workbench:
 
     async def _attach_services(self) -> None:
         """Each capability adds itself here (one line each)."""
+        self.troubleshooting = TroubleshootingStore(self.db, self.embedder)
+        self.decisions = DecisionLog(self.db)
+        self.providers = await ProviderRegistry.open(self.db)
 
     async def close(self) -> None:
         await self.db.close()
