@@ -1,0 +1,403 @@
+"""Lineage pane: pick a DAG, job or dataset (fuzzy), see its graph up/downstream to a depth,
+the blast radius of a failed task with hop counts, latest run states, errors and git SHA/branch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.fuzzy import Matcher
+from textual.markup import escape
+from textual.message import Message
+from textual.widgets import ContentSwitcher, Input, Label, Markdown, OptionList, Tree
+from textual.widgets.option_list import Option
+
+from screens.base import PaneScreen
+from screens.lineage_graph import (
+    GraphModel,
+    fill_tree,
+    graph_widget,
+    model_from_dag,
+    model_from_graph,
+    netext_data,
+    short_name,
+)
+from screens.widgets import copy_text, theme_colour
+
+DEFAULT_DEPTH = 5
+MAX_DEPTH = 20
+CATALOG_EVENTS = 1000
+GRAPH_MIN_WIDTH = 60  # narrower than this, the tree shows instead of the drawn graph
+KIND_TAG = {"dag": "DAG ", "job": "job ", "dataset": "data"}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    key: str  # dag:<dag_id> | job:<ns>:<name> | dataset:<ns>:<name>
+    kind: str
+    name: str
+    failing: bool = False
+
+    def prompt(self) -> str:
+        mark = " ✗" if self.failing else ""
+        name = short_name(self.name) if self.kind == "dataset" else self.name
+        return f"{KIND_TAG[self.kind]} {name}{mark}"
+
+
+def catalog_from_events(events: list[dict[str, Any]], failing: set[str]) -> list[CatalogEntry]:
+    """DAGs, jobs and datasets named in the stored OpenLineage events (newest first).
+
+    The lineage service has no listing call yet, so the picker is built from `list_events`."""
+    entries: dict[str, CatalogEntry] = {}
+    for ev in events:
+        job = ev.get("job") or {}
+        ns, name = job.get("namespace"), job.get("name")
+        if ns and name:
+            key = f"job:{ns}:{name}"
+            job_type = ((job.get("facets") or {}).get("jobType") or {}).get("jobType")
+            dag = (((ev.get("run") or {}).get("facets") or {}).get("airflow") or {}).get("dag")
+            dag_id = (dag or {}).get("dag_id") or (name if job_type == "DAG" else None)
+            if dag_id:
+                entries.setdefault(f"dag:{dag_id}", CatalogEntry(f"dag:{dag_id}", "dag", dag_id))
+            if job_type != "DAG":
+                entries.setdefault(key, CatalogEntry(key, "job", name, key in failing))
+        for ds in (*(ev.get("inputs") or ()), *(ev.get("outputs") or ())):
+            if ds.get("namespace") and ds.get("name"):
+                key = f"dataset:{ds['namespace']}:{ds['name']}"
+                entries.setdefault(key, CatalogEntry(key, "dataset", ds["name"]))
+    order = {"dag": 0, "job": 1, "dataset": 2}
+    return sorted(entries.values(), key=lambda e: (not e.failing, order[e.kind], e.name))
+
+
+def fuzzy_filter(entries: list[CatalogEntry], text: str) -> list[CatalogEntry]:
+    text = text.strip()
+    if not text:
+        return entries
+    matcher = Matcher(text)
+    scored = [(matcher.match(f"{e.kind} {e.name}"), e) for e in entries]
+    return [e for score, e in sorted(scored, key=lambda p: -p[0]) if score > 0]
+
+
+# ---------------------------------------------------------------------------- markdown
+def _run(run: Any) -> str:
+    if run is None:
+        return "no runs yet"
+    when = run.ended_at or run.started_at
+    text = f"**{run.state}**" + (f" at {when:%Y-%m-%d %H:%M}" if when else "")
+    return text
+
+
+def _git(source: Any, sha: str | None = None, branch: str | None = None) -> str:
+    sha = sha or (source.version if source else None)
+    branch = branch or (source.branch if source else None)
+    if not sha and not branch:
+        return "git: unknown (no sourceCodeLocation facet)"
+    where = (source.repo_url or source.url) if source else None
+    repo = f" in {where}" if where else ""
+    return f"git `{(sha or '?')[:12]}` on `{branch or '?'}`{repo}"
+
+
+def _error_block(message: str | None) -> list[str]:
+    if not message:
+        return []
+    return ["", *[f"> {line}" for line in message.strip().splitlines()[:12]]]
+
+
+def job_markdown(job: Any) -> str:
+    lines = [f"### job {job.name}", ""]
+    where = f"DAG `{job.dag_id}`" + (f" task `{job.task_id}`" if job.task_id else "")
+    lines.append(f"{where if job.dag_id else job.namespace} · latest run {_run(job.latest_run)}")
+    lines.append("")
+    lines.append(_git(job.source, job.git_sha, job.git_branch))
+    if job.latest_run and job.latest_run.error_message:
+        lines += _error_block(job.latest_run.error_message)
+    lines.append("")
+    if job.inputs:
+        lines.append("reads: " + ", ".join(f"`{short_name(i)}`" for i in job.inputs))
+    if job.outputs:
+        lines.append("writes: " + ", ".join(f"`{short_name(o)}`" for o in job.outputs))
+    return "\n".join(lines)
+
+
+def dag_markdown(dag: Any) -> str:
+    lines = [f"### DAG {dag.dag_id}", "", f"last DAG run {_run(dag.dag_run)} · {_git(dag.source)}"]
+    if dag.dag_run and dag.dag_run.error_message:
+        lines += _error_block(dag.dag_run.error_message)
+    lines += ["", "| task | state | error |", "|---|---|---|"]
+    for t in dag.tasks:
+        run = t.latest_run
+        error = " ".join((run.error_message or "").split())[:80] if run else ""
+        lines.append(f"| {t.task_id or t.name} | {run.state if run else '—'} | {error} |")
+    for title, links in (("upstream", dag.upstream_dags), ("downstream", dag.downstream_dags)):
+        if links:
+            names = ", ".join(f"{link.dag_id} (+{link.hops})" for link in links)
+            lines += ["", f"{title} DAGs: {names}"]
+    return "\n".join(lines)
+
+
+def dataset_markdown(ds: Any) -> str:
+    lines = [f"### dataset {ds.name}", "", f"`{ds.node_id}` · status **{ds.status}**", ""]
+    for title, jobs in (("produced by", ds.producers), ("read by", ds.consumers)):
+        names = ", ".join(f"{j.name} ({j.latest_run.state if j.latest_run else '—'})" for j in jobs)
+        lines.append(f"{title}: {names or 'nothing known'}")
+    return "\n".join(lines)
+
+
+def blast_markdown(radius: Any) -> str:
+    what = f"{radius.dag_id}" + (f".{radius.task_id}" if radius.task_id else "")
+    lines = [
+        f"### blast radius of {what}",
+        "",
+        f"severity **{radius.severity}** · {radius.total} downstream node(s) · "
+        f"{len(radius.other_dags)} other DAG(s)",
+        "",
+        radius.recommendation,
+    ]
+    if not radius.seeds_failed:
+        lines += ["", "_No task of this DAG has failed: measured from all its tasks._"]
+    for seed in radius.seeds:
+        run = seed.latest_run
+        git = _git(seed.source, seed.git_sha, seed.git_branch)
+        lines += ["", f"**{seed.task_id or seed.name}** {_run(run)} · {git}"]
+        if run:
+            lines += _error_block(run.error_message)
+    lines += ["", "| hops | node | impact | state |", "|---|---|---|---|"]
+    for n in sorted((*radius.jobs, *radius.datasets), key=lambda n: (n.hops, n.node_id)):
+        label = n.task_id or short_name(n.name)
+        lines.append(f"| {n.hops} | {n.type} {label} | {n.impact} | {n.state or ''} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- messages
+@dataclass
+class CatalogLoaded(Message):
+    entries: list[CatalogEntry]
+    stats: Any
+
+
+@dataclass
+class ViewLoaded(Message):
+    title: str
+    model: GraphModel
+    markdown: str
+    entry: CatalogEntry
+    blast: bool
+
+
+class LineagePane(PaneScreen):
+    MODE = "lineage"
+    TITLE = "Lineage"
+    HELP = (
+        "Pick a DAG, job or dataset (type to filter, fuzzy). The graph shows it with its "
+        "upstream and downstream to the chosen depth; `b` shows the blast radius of a failed "
+        "task (everything downstream, with hop counts). `g` switches between the drawn graph "
+        "and a tree (the tree is used when the pane is narrow)."
+    )
+    BINDINGS = [
+        Binding("slash", "focus_pick", "Pick", key_display="/"),
+        Binding("u", "direction('up')", "Upstream"),
+        Binding("d", "direction('down')", "Downstream"),
+        Binding("a", "direction('both')", "Both"),
+        Binding("plus,equals_sign", "depth(1)", "Depth+", key_display="+"),
+        Binding("minus", "depth(-1)", "Depth-", key_display="-"),
+        Binding("b", "blast", "Blast radius"),
+        Binding("g", "toggle_view", "Graph/tree"),
+        Binding("c", "copy", "Copy"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("escape", "leave_input", "Back to list", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.catalog: list[CatalogEntry] = []
+        self.shown: list[CatalogEntry] = []
+        self.current: CatalogEntry | None = None
+        self.direction = "both"
+        self.depth = DEFAULT_DEPTH
+        self.blast = False
+        self.model: GraphModel | None = None
+        self.detail_markdown = ""
+        self.graph_data: tuple[dict[str, Any], list[Any]] | None = None
+        self.view_forced: str | None = None  # "graph" | "tree" once the operator chose
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(classes="pane-body"):
+            with Vertical(classes="list-column lineage-picker"):
+                yield Input(placeholder="DAG, job or dataset…", id="pick", classes="compact")
+                yield OptionList(id="catalog")
+                yield Label("", id="lineage-info", classes="hint")
+            with Vertical(classes="detail-column"):
+                yield Label("pick something on the left", id="view-title", classes="preview-title")
+                with ContentSwitcher(id="views", initial="tree"):
+                    yield graph_widget(id="graph")
+                    yield Tree("lineage", id="tree")
+                with VerticalScroll(id="lineage-detail-scroll"):
+                    yield Markdown("", id="lineage-detail")
+
+    def on_mount(self) -> None:
+        self.query_one("#catalog", OptionList).focus()
+        self.action_refresh()
+
+    # ------------------------------------------------------------------ catalog
+    @work(group="catalog", exclusive=True, exit_on_error=False, name="reading the lineage catalog")
+    async def load_catalog(self) -> None:
+        wb = await self.workbench()
+        stats = await wb.lineage.get_lineage_stats()
+        page = await wb.lineage.list_events(limit=CATALOG_EVENTS)
+        entries = catalog_from_events(list(page.events), set(stats.failing_jobs))
+        self.post_message(CatalogLoaded(entries, stats))
+
+    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+        self.catalog = message.entries
+        s = message.stats
+        failing = len(s.failing_jobs)
+        self.query_one("#lineage-info", Label).update(
+            f"{s.dags} DAGs · {s.jobs} jobs · {s.datasets} datasets · "
+            f"{failing} failing · {s.lineage_source}"
+        )
+        self._show_catalog()
+
+    def _show_catalog(self) -> None:
+        text = self.query_one("#pick", Input).value
+        self.shown = fuzzy_filter(self.catalog, text)
+        options = self.query_one("#catalog", OptionList)
+        options.clear_options()
+        options.add_options([Option(escape(e.prompt()), id=e.key) for e in self.shown])
+        if self.shown:
+            options.highlighted = 0
+
+    @on(Input.Changed, "#pick")
+    def _pick_changed(self, event: Input.Changed) -> None:
+        self._show_catalog()
+
+    @on(Input.Submitted, "#pick")
+    def _pick_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.shown:
+            self.select(self.shown[0])
+            self.query_one("#catalog", OptionList).focus()
+
+    @on(OptionList.OptionSelected, "#catalog")
+    def _option_selected(self, event: OptionList.OptionSelected) -> None:
+        entry = next((e for e in self.shown if e.key == event.option.id), None)
+        if entry is not None:
+            self.select(entry)
+
+    def select(self, entry: CatalogEntry, *, blast: bool = False) -> None:
+        self.current = entry
+        self.blast = blast
+        self.query_one("#view-title", Label).update(f"loading {escape(entry.name)}…")
+        self.load_view(entry, self.direction, self.depth, blast)
+
+    # ------------------------------------------------------------------ views
+    @work(group="view", exclusive=True, exit_on_error=False, name="reading lineage")
+    async def load_view(self, entry: CatalogEntry, direction: str, depth: int, blast: bool) -> None:
+        wb = await self.workbench()
+        lineage = wb.lineage
+        if blast:
+            if entry.kind == "dag":
+                dag_id, task_id = entry.name, None
+            else:
+                job = await lineage.get_job(entry.key)
+                if not job.dag_id:
+                    from core.errors import InputError
+
+                    raise InputError(f"{entry.name} is not an Airflow task; pick a DAG or task")
+                dag_id, task_id = job.dag_id, job.task_id
+            radius = await lineage.get_failure_blast_radius(dag_id, task_id, depth=MAX_DEPTH)
+            model = GraphModel(center=f"dag:{dag_id}")
+            impacted = {n.node_id: n for n in (*radius.jobs, *radius.datasets)}
+            for seed in radius.seeds:
+                graph = await lineage.get_lineage_graph(seed.node_id, MAX_DEPTH, "down")
+                part = model_from_graph(graph, impacted)
+                for node in part.nodes.values():
+                    model.add(node)
+                model.edges += [e for e in part.edges if e not in model.edges]
+            if radius.seeds:
+                model.center = radius.seeds[0].node_id
+            title = f"blast radius · {dag_id}{'.' + task_id if task_id else ''} · {radius.severity}"
+            self.post_message(ViewLoaded(title, model, blast_markdown(radius), entry, True))
+            return
+        if entry.kind == "dag":
+            dag = await lineage.get_dag_lineage(entry.name, depth=depth)
+            title = f"DAG {dag.dag_id} · {len(dag.tasks)} tasks"
+            model = model_from_dag(dag)
+            self.post_message(ViewLoaded(title, model, dag_markdown(dag), entry, False))
+            return
+        graph = await lineage.get_lineage_graph(entry.key, depth, direction)
+        if entry.kind == "job":
+            markdown = job_markdown(await lineage.get_job(entry.key))
+        else:
+            markdown = dataset_markdown(await lineage.get_dataset_lineage(entry.key))
+        title = f"{entry.kind} {short_name(entry.name)} · {direction} · depth {depth}"
+        self.post_message(ViewLoaded(title, model_from_graph(graph), markdown, entry, False))
+
+    async def on_view_loaded(self, message: ViewLoaded) -> None:
+        self.model = message.model
+        self.detail_markdown = message.markdown
+        self.query_one("#view-title", Label).update(escape(message.title))
+        fill_tree(self.query_one("#tree", Tree), message.model, message.entry.name)
+        colours = {
+            name: theme_colour(self.app, name) for name in ("error", "accent", "warning", "primary")
+        }
+        self.graph_data = netext_data(message.model, colours)
+        self._choose_view()
+        await self.query_one("#lineage-detail", Markdown).update(message.markdown)
+
+    def _choose_view(self) -> None:
+        views = self.query_one("#views", ContentSwitcher)
+        if self.view_forced:
+            views.current = self.view_forced
+        else:
+            wide = views.size.width >= GRAPH_MIN_WIDTH
+            views.current = "graph" if wide else "tree"
+        if views.current == "graph":
+            # netext lays the graph out for the widget's size: draw once it is shown and sized
+            self.call_after_refresh(self._draw_graph)
+
+    def _draw_graph(self) -> None:
+        if self.graph_data is not None:
+            self.query_one("#graph").set_graph(*self.graph_data)
+
+    # ------------------------------------------------------------------ actions
+    def action_focus_pick(self) -> None:
+        self.query_one("#pick", Input).focus()
+
+    def action_direction(self, direction: str) -> None:
+        self.direction = direction
+        if self.current is not None:
+            self.select(self.current)
+
+    def action_depth(self, delta: int) -> None:
+        self.depth = max(1, min(MAX_DEPTH, self.depth + delta))
+        self.notify(f"depth {self.depth}", timeout=2)
+        if self.current is not None:
+            self.select(self.current, blast=self.blast)
+
+    def action_blast(self) -> None:
+        if self.current is None or self.current.kind == "dataset":
+            self.notify("Pick a DAG or a task first", severity="warning", timeout=3)
+            return
+        self.select(self.current, blast=True)
+
+    def action_toggle_view(self) -> None:
+        views = self.query_one("#views", ContentSwitcher)
+        self.view_forced = "tree" if views.current == "graph" else "graph"
+        self._choose_view()
+
+    def action_copy(self) -> None:
+        if self.detail_markdown:
+            copy_text(self.app, self.detail_markdown)
+
+    def action_refresh(self) -> None:
+        self.load_catalog()
+        if self.current is not None:
+            self.select(self.current, blast=self.blast)
+
+    def action_leave_input(self) -> None:
+        if isinstance(self.focused, Input):
+            self.query_one("#catalog", OptionList).focus()
