@@ -55,6 +55,19 @@ class Decision:
         )
 
 
+@dataclass(frozen=True)
+class DecisionStats:
+    total: int
+    by_agent: dict[str, int]
+    by_type: dict[str, int]
+    by_outcome: dict[str, int]
+    low_confidence: int  # decisions with confidence < 0.6
+    avg_confidence: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def check_decision_type(value: str) -> str:
     if value not in DECISION_TYPES:
         raise InputError(
@@ -251,3 +264,36 @@ class DecisionLog:
             {"t": threshold, "session": session_id, "limit": limit},
         )
         return [Decision.from_row(r) for r in rows]
+
+    async def stats(self, *, session_id: str | None = None) -> DecisionStats:
+        """Counts by agent, type and outcome; how many were taken with low confidence."""
+        rows = await self.db.fetchall(
+            """
+            SELECT agent, decision_type, outcome, count(*) AS n,
+                   count(*) FILTER (WHERE confidence < %(low)s) AS low,
+                   sum(confidence) AS conf_sum, count(confidence) AS conf_n
+            FROM agent_decisions
+            WHERE %(session)s::text IS NULL OR session_id = %(session)s
+            GROUP BY agent, decision_type, outcome
+            """,
+            {"low": LOW_CONFIDENCE, "session": session_id},
+        )
+        by_agent: dict[str, int] = {}
+        by_type: dict[str, int] = {}
+        by_outcome: dict[str, int] = {}
+        conf_sum, conf_n, low = 0.0, 0, 0
+        for r in rows:
+            by_agent[r["agent"]] = by_agent.get(r["agent"], 0) + r["n"]
+            by_type[r["decision_type"]] = by_type.get(r["decision_type"], 0) + r["n"]
+            by_outcome[r["outcome"]] = by_outcome.get(r["outcome"], 0) + r["n"]
+            low += r["low"]
+            conf_sum += float(r["conf_sum"] or 0.0)
+            conf_n += r["conf_n"]
+        return DecisionStats(
+            total=sum(by_agent.values()),
+            by_agent=by_agent,
+            by_type=by_type,
+            by_outcome=by_outcome,
+            low_confidence=low,
+            avg_confidence=round(conf_sum / conf_n, 4) if conf_n else None,
+        )

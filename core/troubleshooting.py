@@ -418,7 +418,11 @@ class TroubleshootingStore:
         limit: int = 5,
         min_similarity: float | None = None,
     ) -> list[SimilarError]:
-        """Past attempts for this error: same signature first, then hybrid similarity (RRF)."""
+        """Past attempts for this error: same signature first, then hybrid similarity (RRF).
+
+        Same-signature hits come one per fix tried (a successful attempt when there is one),
+        best fix success rate first; the rest are attempts on other signatures, ranked by
+        reciprocal-rank fusion of vector and full-text similarity."""
         error = redact(_text(error, "error text", required=True, limit=20_000))
         _check_limit(limit, 100)
         if min_similarity is not None and not -1.0 <= min_similarity <= 1.0:
@@ -436,10 +440,19 @@ class TroubleshootingStore:
         """
         sql = f"""
         WITH sig AS MATERIALIZED (
-            SELECT a.id FROM troubleshooting_attempts a
+            -- one representative per fix tried for this exact signature: a success if any
+            SELECT DISTINCT ON (a.solution_key) a.id,
+                   count(*) OVER w AS n,
+                   count(*) FILTER (WHERE a.result = 'success') OVER w AS ok
+            FROM troubleshooting_attempts a
             WHERE %(sig)s::text IS NOT NULL AND a.error_signature = %(sig)s AND {filters}
-            ORDER BY a.created_at DESC
-            LIMIT %(limit)s
+            WINDOW w AS (PARTITION BY a.solution_key)
+            ORDER BY a.solution_key, (a.result = 'success') DESC, a.created_at DESC
+        ),
+        sig_top AS MATERIALIZED (
+            SELECT id, ok::float8 / n AS rate, n,
+                   row_number() OVER (ORDER BY ok::float8 / n DESC, n DESC) AS rnk
+            FROM sig ORDER BY rnk LIMIT %(limit)s
         ),
         vec AS MATERIALIZED (
             SELECT a.id, a.embedding <=> %(emb)s::vector AS dist
@@ -471,10 +484,13 @@ class TroubleshootingStore:
             FROM vec_ranked v FULL OUTER JOIN txt_ranked t ON v.id = t.id
         ),
         hits AS (
-            SELECT s.id, 0 AS tier, coalesce(f.score, 0) AS score, coalesce(f.trank, 0) AS trank
-            FROM sig s LEFT JOIN fused f ON f.id = s.id
+            SELECT s.id, 0 AS tier, s.rnk AS rnk, coalesce(f.score, 0) AS score,
+                   coalesce(f.trank, 0) AS trank
+            FROM sig_top s LEFT JOIN fused f ON f.id = s.id
             UNION ALL
-            SELECT f.id, 1, f.score, f.trank FROM fused f WHERE f.id NOT IN (SELECT id FROM sig)
+            SELECT f.id, 1, 0, f.score, f.trank
+            FROM fused f JOIN troubleshooting_attempts o ON o.id = f.id
+            WHERE o.error_signature IS DISTINCT FROM %(sig)s
         )
         SELECT {_ATTEMPT_COLUMNS}, h.tier, h.score, h.trank,
                CASE WHEN a.embedding IS NULL THEN 0
@@ -493,7 +509,7 @@ class TroubleshootingStore:
         ) fix ON true
         WHERE h.tier = 0 OR %(minsim)s::float8 IS NULL
            OR 1 - (a.embedding <=> %(emb)s::vector) >= %(minsim)s
-        ORDER BY h.tier, h.score DESC, similarity DESC, a.created_at DESC
+        ORDER BY h.tier, h.rnk, h.score DESC, similarity DESC, a.created_at DESC
         LIMIT %(limit)s
         """
         async with self.db.transaction() as conn:

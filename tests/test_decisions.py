@@ -98,6 +98,21 @@ async def test_low_confidence_view(db: Any) -> None:
     assert [x.confidence for x in await log.low_confidence(0.3, session_id=session)] == [0.2]
 
 
+async def test_stats_per_session(db: Any) -> None:
+    log = DecisionLog(db)
+    session = _sid()
+    await log.log_decision("manager", "escalation", "a", confidence=0.2, session_id=session)
+    await log.log_decision("manager", "delegation", "b", confidence=0.8, session_id=session)
+    d = await log.log_decision("developer", "task_execution", "c", session_id=session)
+    await log.update_outcome(d.id, "failed")
+    stats = await log.stats(session_id=session)
+    assert stats.total == 3
+    assert stats.by_agent == {"manager": 2, "developer": 1}
+    assert stats.by_outcome == {"pending": 2, "failed": 1}
+    assert stats.low_confidence == 1 and stats.avg_confidence == 0.5
+    assert (await log.stats()).total >= 3
+
+
 async def test_free_text_and_context_are_redacted(db: Any) -> None:
     log = DecisionLog(db)
     d = await log.log_decision(

@@ -132,6 +132,14 @@ async def test_fix_success_rates_after_mixed_outcomes(workbench: Any) -> None:
     for h in hits:
         if h.match == "signature":
             by_fix.setdefault(h.attempt.attempted_solution.split(" on ")[0].lower(), h)
+    sig_hits = [h for h in hits if h.match == "signature"]
+    # one hit per fix tried, the best fix first, shown by a successful attempt when there is one
+    assert [h.attempt.attempted_solution.split(" on ")[0].lower() for h in sig_hits] == [
+        "restart  the webhook pod",
+        "increase the apply timeout",
+    ]
+    assert sig_hits[0].attempt.result == "success"
+    assert all(h.match == "similar" for h in hits[len(sig_hits) :])
     restart = by_fix["restart  the webhook pod"]
     timeout = by_fix["increase the apply timeout"]
     assert (restart.fix_attempts, restart.fix_successes, restart.fix_success_rate) == (4, 3, 0.75)
