@@ -17,8 +17,7 @@ from app.cli_rag import demo_cmd, docs_group, ingest_cmd, reindex_cmd, search_cm
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=__import__("pathlib").Path),
-    envvar="QWB_CONFIG",
-    help="Config file (default: $XDG_CONFIG_HOME/qwb/config.toml).",
+    help="Config file; must exist (default: $QWB_CONFIG, else $XDG_CONFIG_HOME/qwb/config.toml).",
 )
 @click.option(
     "--set",
@@ -74,7 +73,17 @@ main.add_command(bootstrap_cmd)
 main.add_command(sync_cmd)
 main.add_command(export_cmd)
 main.add_command(import_cmd)
+from app.cli_mcp import mcp_cmd  # noqa: E402
 
+main.add_command(mcp_cmd)
+
+from app.cli_lineage import lineage_group, serve_cmd  # noqa: E402
+
+main.add_command(lineage_group)
+main.add_command(serve_cmd)
+from app.cli_agent import agent_group  # noqa: E402
+
+main.add_command(agent_group)
 
 if __name__ == "__main__":
     main()

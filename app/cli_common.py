@@ -33,7 +33,8 @@ def setup_logging(level: str | None = None) -> None:
 
 
 def fail(message: str, code: int = 1) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
+    """One red line on stderr (driver messages spanning lines are folded), then exit."""
+    click.secho(f"error: {' '.join(message.split())}", fg="red", err=True)
     raise SystemExit(code)
 
 

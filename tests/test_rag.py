@@ -113,7 +113,7 @@ async def test_filtered_search_returns_k_results(workbench: Any) -> None:
     await rag.ingest_paths(sorted(CORPUS.rglob("*.md"))[:25], doc_type="guide")
     runbook = "# Rotating certificates\n\n" + "\n\n".join(
         f"Step {i}: renew certificate number {i} with certmonger and restart httpd."
-        for i in range(30)
+        for i in range(200)
     )
     await rag.ingest_text(
         runbook, source_key="note:certs", doc_type="runbook", metadata={"team": "ops"}
