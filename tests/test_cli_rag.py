@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import QWB, REPO, cli_env
+from tests.conftest import QWB, REPO, cli_env, create_database
 
 
 def qwb(db_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -100,9 +100,13 @@ def test_unknown_config_key_gives_one_line(db_url: str, tmp_path: Path) -> None:
     assert_one_line_error(proc, "unknown key 'chunk_size' in [rag]")
 
 
-def test_db_status_doctor_and_config(db_url: str) -> None:
+def test_db_status_migrate_doctor_and_config(pg_server: Any) -> None:
+    db_url = create_database(pg_server, "cli_status")
+    fresh = json.loads(qwb(db_url, "db", "status", "--json").stdout)
+    assert fresh["kind"] == "external"
+    assert fresh["migrations"] and all(m["applied_at"] is None for m in fresh["migrations"])
+    assert "applied 0001_rag" in qwb(db_url, "db", "migrate").stdout
     status = json.loads(qwb(db_url, "db", "status", "--json").stdout)
-    assert status["kind"] == "external"
     assert all(m["applied_at"] and m["checksum_ok"] for m in status["migrations"])
     assert "up to date" in qwb(db_url, "db", "migrate").stdout
     doctor = qwb(db_url, "doctor", "--json")
