@@ -94,9 +94,13 @@ class WorkbenchApp(App[None]):
         self.first_paint_at: float | None = None
         self._wb: asyncio.Future[Workbench] | None = None
         self._wb_open: Workbench | None = None
+        self._errors_shown: list[BaseException] = []
         model = str(config.get("embedding.model"))
         lineage = "marquez" if config.get("lineage.marquez_url") else "local"
-        self.set_reactive(WorkbenchApp.status, StatusInfo(model=model, lineage=lineage))
+        kind = "external" if config.get("database.url") else "embedded"
+        self.set_reactive(
+            WorkbenchApp.status, StatusInfo(db_kind=kind, model=model, lineage=lineage)
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def _future(self) -> asyncio.Future[Workbench]:
@@ -189,9 +193,18 @@ class WorkbenchApp(App[None]):
         self.show_error(worker.error, worker.name)
 
     def show_error(self, error: BaseException, context: str = "") -> None:
-        """Any failure in a worker ends here: a copyable modal, and the app stays up."""
+        """Any failure in a worker ends here: a copyable modal, and the app stays up.
+
+        One cause is shown once: when the Workbench could not open, every pane's first read
+        fails with that same exception, and those repeats become short toasts."""
         title, body = format_error(error, context)
         self.log.error(title, body)
+        if any(seen is error for seen in self._errors_shown):
+            first_line = body.splitlines()[0] if body else title
+            self.notify(f"{context or title}: {first_line}", severity="error", timeout=6)
+            return
+        self._errors_shown.append(error)
+        del self._errors_shown[:-20]
         self.push_screen(ErrorModal(title, body))
 
     # ------------------------------------------------------------------ actions
