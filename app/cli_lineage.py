@@ -1,0 +1,442 @@
+"""CLI: `qwb lineage …` (graph, blast-radius, dataset, dag, job, stats, failures, facets, import)
+and `qwb serve` (the OpenLineage receiver)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app.cli_common import console, emit, fail, get_config, json_option, run_workbench
+
+STATE_STYLE = {
+    "FAIL": "red",
+    "ABORT": "red",
+    "COMPLETE": "green",
+    "START": "cyan",
+    "RUNNING": "cyan",
+    "OTHER": "dim",
+}
+SEVERITY_STYLE = {"none": "green", "low": "yellow", "medium": "dark_orange", "high": "bold red"}
+
+depth_option = click.option(
+    "--depth", "-d", type=click.IntRange(1, 100), default=None, help="Hops to follow."
+)
+namespace_option = click.option(
+    "--namespace", "-n", default=None, help="Namespace of the DAG (default: lineage.namespace)."
+)
+
+
+def _state(state: str | None) -> str:
+    if not state:
+        return "[dim]no run[/]"
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def _git(job: Any) -> str:
+    sha, branch = job.git_sha, job.git_branch
+    if not sha and not branch:
+        return ""
+    return f" [magenta]git {(sha or '?')[:12]}{f' ({branch})' if branch else ''}[/]"
+
+
+@click.group("lineage")
+def lineage_group() -> None:
+    """OpenLineage lineage: graph walks, failure blast radius, datasets, failures.
+
+    Reads come from the embedded store, or from Marquez when lineage.marquez_url is set.
+    Node ids are Marquez's: job:<namespace>:<name>, dataset:<namespace>:<name>; a bare job name,
+    task id or file name works when it is unambiguous.
+    """
+
+
+@lineage_group.command("graph")
+@click.argument("node")
+@depth_option
+@click.option("--up", "direction", flag_value="up", help="Upstream only.")
+@click.option("--down", "direction", flag_value="down", help="Downstream only.")
+@json_option
+def graph_cmd(node: str, depth: int | None, direction: str | None, as_json: bool) -> None:
+    """Up- and downstream of NODE with hop counts (both directions unless --up/--down)."""
+    graph = run_workbench(
+        lambda wb: wb.lineage.get_lineage_graph(node, depth or 20, direction or "both")
+    )
+
+    def render(g: Any) -> None:
+        out = console()
+        way = {"up": "upstream", "down": "downstream", "both": "up- and downstream"}[g.direction]
+        out.print(f"[bold]{g.center}[/]  {way}, depth {g.depth}  [dim]({g.source})[/]")
+        center = g.jobs.get(g.center)
+        if center is not None:
+            run = center.latest_run
+            out.print(f"  latest run {_state(run and run.state)}{_git(center)}")
+        for side, arrow in (("up", "↑ upstream"), ("down", "↓ downstream")):
+            nodes = [n for n in g.nodes if n.side == side]
+            if not nodes:
+                continue
+            out.print(f"[bold]{arrow}[/]")
+            for n in nodes:
+                extra = ""
+                if n.type == "job":
+                    job = g.jobs.get(n.node_id)
+                    extra = f"  {_state(n.state)}" + (_git(job) if job else "")
+                out.print(f"  [dim]{n.hops} hop(s)[/] {n.type:7} {n.node_id}"
+                          f"  [dim]{'/'.join(n.edge_kinds)}[/]{extra}")  # fmt: skip
+        if len(g.nodes) <= 1:
+            out.print("  [yellow]nothing linked to it[/]")
+
+    emit(graph, as_json, render)
+
+
+@lineage_group.command("blast-radius")
+@click.argument("dag")
+@click.argument("task", required=False)
+@depth_option
+@namespace_option
+@json_option
+def blast_cmd(
+    dag: str, task: str | None, depth: int | None, namespace: str | None, as_json: bool
+) -> None:
+    """What a failure of DAG (or of one TASK) reaches downstream, with a severity."""
+    radius = run_workbench(
+        lambda wb: wb.lineage.get_failure_blast_radius(dag, task, depth or 20, namespace)
+    )
+
+    def render(r: Any) -> None:
+        out = console()
+        seeds = ", ".join(f"{s.task_id or s.name} ({_state(s.latest_run and s.latest_run.state)})"
+                          for s in r.seeds)  # fmt: skip
+        style = SEVERITY_STYLE.get(r.severity, "white")
+        out.print(f"[bold]{r.dag_id}[/] from {seeds}: severity [{style}]{r.severity}[/]"
+                  f"  [dim]({r.lineage_source})[/]")  # fmt: skip
+        for s in r.seeds:
+            if s.latest_run and s.latest_run.error_message:
+                out.print(f"  error in {s.task_id}: {s.latest_run.error_message}", markup=False)
+            if s.git_sha:
+                out.print(f"  code of {s.task_id}:{_git(s)}")
+        if r.jobs:
+            out.print(f"[bold]jobs ({len(r.jobs)})[/]")
+            for n in r.jobs:
+                out.print(f"  [dim]{n.hops} hop(s)[/] {n.node_id}  {n.impact}"
+                          f"  [dim]{'/'.join(n.edge_kinds)}[/]")  # fmt: skip
+        if r.datasets:
+            out.print(f"[bold]datasets ({len(r.datasets)})[/]")
+            for n in r.datasets:
+                out.print(f"  [dim]{n.hops} hop(s)[/] {n.node_id}  {n.impact}")
+        out.print(f"[bold]recommendation:[/] {r.recommendation}", highlight=False)
+
+    emit(radius, as_json, render)
+
+
+@lineage_group.command("dataset")
+@click.argument("name")
+@json_option
+def dataset_cmd(name: str, as_json: bool) -> None:
+    """Producers and consumers of a dataset (node id, name or file name)."""
+    ds = run_workbench(lambda wb: wb.lineage.get_dataset_lineage(name))
+
+    def render(d: Any) -> None:
+        out = console()
+        out.print(f"[bold]{d.node_id}[/]  status {d.status}  [dim]({d.lineage_source})[/]")
+        for title, jobs in (("produced by", d.producers), ("read by", d.consumers)):
+            out.print(f"  {title}:" + ("" if jobs else " [dim]nobody known[/]"))
+            for j in jobs:
+                run = j.latest_run
+                out.print(f"    {j.node_id}  {_state(run and run.state)}{_git(j)}")
+        if d.facets:
+            out.print(f"  facets: {', '.join(sorted(d.facets))}")
+
+    emit(ds, as_json, render)
+
+
+@lineage_group.command("dag")
+@click.argument("dag")
+@depth_option
+@namespace_option
+@json_option
+def dag_cmd(dag: str, depth: int | None, namespace: str | None, as_json: bool) -> None:
+    """A DAG's tasks with inputs/outputs, latest run state, git facets, linked DAGs."""
+    info = run_workbench(lambda wb: wb.lineage.get_dag_lineage(dag, depth or 5, namespace))
+
+    def render(d: Any) -> None:
+        out = console()
+        run = d.dag_run
+        out.print(f"[bold]{d.dag_id}[/] ({d.namespace})  last DAG run {_state(run and run.state)}"
+                  f"  [dim]({d.lineage_source})[/]")  # fmt: skip
+        if d.source:
+            out.print(f"  code: {d.source.repo_url or d.source.url or ''} "
+                      f"{(d.source.version or '')[:12]} {d.source.branch or ''}")  # fmt: skip
+        for t in d.tasks:
+            r = t.latest_run
+            out.print(f"  [bold]{t.task_id}[/] {_state(r and r.state)}{_git(t)}")
+            for i in t.inputs:
+                out.print(f"      in  {i}")
+            for o in t.outputs:
+                out.print(f"      out {o}")
+            if t.upstream_tasks:
+                out.print(
+                    f"      after {', '.join(u.rsplit('.', 1)[-1] for u in t.upstream_tasks)}"
+                )
+            if r and r.error_message:
+                out.print(f"      error: {r.error_message}", markup=False)
+        for title, links in (
+            ("upstream DAGs", d.upstream_dags),
+            ("downstream DAGs", d.downstream_dags),
+        ):
+            if links:
+                out.print(f"  {title}: " + ", ".join(f"{x.dag_id} ({x.hops})" for x in links))
+
+    emit(info, as_json, render)
+
+
+@lineage_group.command("job")
+@click.argument("name")
+@json_option
+def job_cmd(name: str, as_json: bool) -> None:
+    """One job: inputs, outputs, latest run, git SHA/branch, tags, owners."""
+    job = run_workbench(lambda wb: wb.lineage.get_job(name))
+
+    def render(j: Any) -> None:
+        out = console()
+        r = j.latest_run
+        out.print(f"[bold]{j.node_id}[/]  {j.job_type or ''}  {_state(r and r.state)}")
+        if j.source:
+            out.print(f"  git: sha {j.git_sha or '-'}  branch {j.git_branch or '-'}  "
+                      f"repo {j.source.repo_url or j.source.url or '-'}")  # fmt: skip
+        elif j.git_sha:
+            out.print(f"  git: sha {j.git_sha}  branch {j.git_branch or '-'}")
+        rows = (("inputs", j.inputs), ("outputs", j.outputs), ("after", j.upstream_tasks),
+                ("before", j.downstream_tasks))  # fmt: skip
+        for label, items in rows:
+            if items:
+                out.print(f"  {label}: {', '.join(items)}")
+        if j.tags:
+            out.print("  tags: " + ", ".join(f"{t.get('key')}={t.get('value')}" for t in j.tags))
+        if j.owners:
+            out.print(f"  owners: {', '.join(o for o in j.owners if o)}")
+        if r and r.error_message:
+            out.print(f"  error: {r.error_message}", markup=False)
+
+    emit(job, as_json, render)
+
+
+@lineage_group.command("stats")
+@json_option
+def stats_cmd(as_json: bool) -> None:
+    """Jobs, DAGs, datasets, runs by state, failing jobs."""
+    stats = run_workbench(lambda wb: wb.lineage.get_lineage_stats())
+
+    def render(s: Any) -> None:
+        out = console()
+        out.print(f"lineage source: {s.lineage_source}")
+        out.print(f"jobs {s.jobs} (DAGs {s.dags}, tasks {s.tasks})  datasets {s.datasets}"
+                  + (f"  edges {s.edges}" if s.edges is not None else ""))  # fmt: skip
+        states = "  ".join(f"{_state(k)} {v}" for k, v in sorted(s.runs_by_state.items()))
+        out.print(f"runs {s.runs}  {states}")
+        if s.events is not None:
+            last = s.last_event_time.isoformat() if s.last_event_time else "-"
+            out.print(f"events {s.events}  last {last}")
+        if s.failing_jobs:
+            out.print(f"[red]failing ({len(s.failing_jobs)}):[/] " + ", ".join(s.failing_jobs))
+
+    emit(stats, as_json, render)
+
+
+@lineage_group.command("failures")
+@click.option("--limit", "-l", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--trace", is_flag=True, help="Print the stack traces too.")
+@json_option
+def failures_cmd(limit: int, trace: bool, as_json: bool) -> None:
+    """Recent failed runs with their error messages and downstream impact."""
+    failures = run_workbench(lambda wb: wb.lineage.get_recent_failures(limit))
+
+    def render(f: Any) -> None:
+        out = console()
+        if not f.runs:
+            out.print("[green]no failed runs[/]")
+        for r in f.runs:
+            when = r.ended_at.isoformat(timespec="seconds") if r.ended_at else "?"
+            out.print(f"[red]FAIL[/] {when}  [bold]{r.job}[/]  downstream {r.downstream}")
+            out.print(f"    {r.error_message or '(no error message)'}", markup=False)
+            if trace and r.stack_trace:
+                out.print(r.stack_trace, markup=False)
+
+    emit(failures, as_json, render)
+
+
+@lineage_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def import_cmd(file: Path, as_json: bool) -> None:
+    """Import an OpenLineage file-transport log (one JSON event per line)."""
+    report = run_workbench(lambda wb: wb.lineage.import_file(file))
+
+    def render(r: Any) -> None:
+        out = console()
+        out.print(f"{r.lines} event(s): [green]stored {r.stored}[/]  duplicates {r.duplicates}"
+                  f"  [red]rejected {r.rejected}[/]")  # fmt: skip
+        for err in r.errors:
+            out.print(f"  [red]{err}[/]", markup=True, highlight=False)
+
+    emit(report, as_json, render)
+    if report.rejected:
+        raise SystemExit(2)
+
+
+def _git_value(repo: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+GIT_SETTINGS = (
+    ("OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__REPO_URL", "config --get remote.origin.url"),
+    ("OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__VERSION", "rev-parse HEAD"),
+    ("OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__BRANCH", "rev-parse --abbrev-ref HEAD"),
+    ("OPENLINEAGE__TAGS__JOB__GIT_SHA", "rev-parse --short=12 HEAD"),
+    ("OPENLINEAGE__TAGS__JOB__GIT_BRANCH", "rev-parse --abbrev-ref HEAD"),
+)
+
+
+def facet_settings(
+    url: str, namespace: str, timeout: float, with_token: bool, repo: Path | None
+) -> dict[str, str]:
+    """Environment settings for Airflow's OpenLineage provider (values are shell words)."""
+    transport: dict[str, Any] = {
+        "type": "http",
+        "url": url,
+        "endpoint": "api/v1/lineage",
+        "timeout": timeout,
+        "retry": {"total": 0, "connect": 0, "read": 0, "status": 0},
+    }
+    if with_token:
+        transport["auth"] = {"type": "api_key", "apiKey": "${QWB_LINEAGE_SERVE_TOKEN}"}
+        text = json.dumps(transport, separators=(",", ":"))
+        transport_word = '"' + text.replace('"', '\\"') + '"'  # double quotes: $VAR expands
+    else:
+        transport_word = shlex.quote(json.dumps(transport, separators=(",", ":")))
+    settings = {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": transport_word,
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": shlex.quote(namespace),
+        "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__DISABLED": "false",
+    }
+    if repo is not None:
+        from core.redaction import redact
+
+        sha = _git_value(repo, "rev-parse", "HEAD")
+        branch = _git_value(repo, "rev-parse", "--abbrev-ref", "HEAD")
+        origin = _git_value(repo, "config", "--get", "remote.origin.url")
+        if sha is None:
+            fail(f"{repo} is not a git work tree (git rev-parse HEAD failed)")
+        values = {
+            "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__REPO_URL": redact(origin)
+            if origin
+            else None,
+            "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__VERSION": sha,
+            "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__BRANCH": branch,
+            "OPENLINEAGE__TAGS__JOB__GIT_SHA": sha[:12] if sha else None,
+            "OPENLINEAGE__TAGS__JOB__GIT_BRANCH": branch,
+        }
+        settings.update({k: shlex.quote(v) for k, v in values.items() if v})
+    else:
+        git = 'git -C "$DAGS_REPO"'
+        for key, args in GIT_SETTINGS:
+            settings[key] = f'"$({git} {args})"'
+    return settings
+
+
+@lineage_group.command("facets")
+@click.option(
+    "--url", default=None, help="Where qwb serve listens (default: from lineage.serve_*)."
+)
+@click.option("--namespace", "-n", default=None, help="OpenLineage namespace (lineage.namespace).")
+@click.option("--timeout", type=click.FloatRange(0.1, 30), default=2.0, show_default=True,
+              help="HTTP timeout of each event POST, seconds.")  # fmt: skip
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The DAGs' git work tree: print its SHA/branch, not $(git …).")  # fmt: skip
+@json_option
+def facets_cmd(
+    url: str | None, namespace: str | None, timeout: float, repo: Path | None, as_json: bool
+) -> None:
+    """Print the environment that makes Airflow send OpenLineage events to qwb serve.
+
+    Short timeout and no retries (a dead receiver must not slow DAGs down), git SHA and branch
+    as the job's sourceCodeLocation facet and as job tags. Put the lines in the environment of
+    the Airflow scheduler, workers and triggerer (they are valid shell `export` lines).
+    """
+    config = get_config()
+    if url is None:
+        host = config.get("lineage.serve_host")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        url = f"http://{host}:{config.get('lineage.serve_port')}"
+    with_token = bool(config.get("lineage.serve_token"))
+    settings = facet_settings(
+        url, namespace or config.get("lineage.namespace"), timeout, with_token, repo
+    )
+    if as_json:
+        click.echo(json.dumps({"env": settings, "token_env": with_token}, indent=2))
+        return
+    click.echo("# OpenLineage for Airflow -> qwb serve (apache-airflow-providers-openlineage)")
+    click.echo("# Short timeout, no retries: a receiver that is down costs each task ~1 timeout.")
+    if with_token:
+        click.echo("# lineage.serve_token is set: export QWB_LINEAGE_SERVE_TOKEN first.")
+    if repo is None:
+        click.echo("# Set DAGS_REPO to the DAGs' git work tree, or better, set the values from")
+        click.echo("# your deploy step (the worker's CWD is not a reliable git checkout).")
+    for key, value in settings.items():
+        click.echo(f"export {key}={value}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Address to listen on (default lineage.serve_host).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default lineage.serve_port; 0 picks a free one).")  # fmt: skip
+@click.option("--token", default=None,
+              help="Bearer token clients must send (default lineage.serve_token).")  # fmt: skip
+@click.option("--insecure-no-token", is_flag=True,
+              help="Allow a non-loopback address without a token (trusted network).")  # fmt: skip
+@click.option("--max-body-mb", type=click.FloatRange(0.01, 100), default=5.0, show_default=True)
+def serve_cmd(
+    host: str | None, port: int | None, token: str | None, insecure_no_token: bool,
+    max_body_mb: float,
+) -> None:  # fmt: skip
+    """Run the Marquez-compatible OpenLineage receiver (POST /api/v1/lineage) and read API."""
+    config = get_config()
+    host = host or config.get("lineage.serve_host")
+    port = config.get("lineage.serve_port") if port is None else port
+    token = token or config.get("lineage.serve_token")
+    if not is_loopback(host) and not token and not insecure_no_token:
+        fail(
+            f"refusing to listen on {host} without a token: anyone who can reach the port could "
+            "write lineage events. Set lineage.serve_token (or QWB_LINEAGE_SERVE_TOKEN), or pass "
+            "--insecure-no-token on a trusted network"
+        )
+    import uvicorn
+
+    from app.http import create_app
+
+    app = create_app(config, token=token, max_body=int(max_body_mb * 1024 * 1024))
+    click.secho(
+        f"qwb serve on http://{host}:{port}  token {'required' if token else 'not required'}",
+        err=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False,
+                proxy_headers=False, timeout_graceful_shutdown=5)  # fmt: skip

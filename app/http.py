@@ -1,0 +1,188 @@
+"""`qwb serve`: a Marquez-compatible OpenLineage receiver and lineage read API (Starlette).
+
+Routes (Marquez's paths and shapes, so Airflow's OpenLineage HTTP transport can point here):
+
+- ``POST /api/v1/lineage``: one OpenLineage event. 201 stored, 200 already stored (re-delivery),
+  400 invalid (with the reason), 401 bad/missing token, 413 body too large.
+- ``GET /api/v1/lineage?nodeId=&depth=``: Marquez's ``{"graph": [...]}`` around a node
+  (directed up- and downstream, plus Airflow task dependencies as job→job edges).
+- ``GET /api/v1/events/lineage?before=&after=&sortDirection=&limit=&offset=``: the raw events.
+- ``GET /health``: liveness and the database check (never needs the token).
+
+Every handler is async and does its database work through the async pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.config import Config
+from core.errors import InputError, NotFoundError, QwbError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 5 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message, "code": status}, status_code=status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body (gunzipped when Content-Encoding says so), refusing more than `limit`."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise InputError(f"the body is not valid gzip: {exc}") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise BodyTooLarge
+    return body
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    from core.lineage.events import parse_time
+
+    try:
+        return parse_time(value, name)
+    except InputError:
+        raise InputError(f"{name} must be an ISO 8601 date-time, got {value!r}") from None
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    token: str | None = None,
+    max_body: int = MAX_BODY,
+    workbench: Any = None,
+) -> Starlette:
+    """The ASGI app. It opens its own Workbench at start-up (or uses `workbench` if given)."""
+    expected = token.encode() if token else None
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if workbench is not None:
+            app.state.wb = workbench
+            yield
+            return
+        from core.engine import Workbench
+
+        app.state.wb = await Workbench.open(config)
+        try:
+            yield
+        finally:
+            await app.state.wb.close()
+
+    def lineage(request: Request) -> Any:
+        return request.app.state.wb.lineage
+
+    def authorized(request: Request) -> bool:
+        if expected is None:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            return False
+        return hmac.compare_digest(value.strip().encode(), expected)
+
+    def guarded(handler: Any) -> Any:
+        async def wrapper(request: Request) -> Response:
+            if not authorized(request):
+                return _error(
+                    401,
+                    "missing or wrong bearer token (Authorization: Bearer <lineage.serve_token>)",
+                    **{"WWW-Authenticate": 'Bearer realm="qwb"'},
+                )
+            try:
+                return await handler(request)
+            except BodyTooLarge:
+                return _error(413, f"the body is larger than {max_body} bytes")
+            except NotFoundError as exc:
+                return _error(404, str(exc))
+            except InputError as exc:
+                return _error(400, str(exc))
+            except QwbError as exc:
+                return _error(503, str(exc))
+
+        return wrapper
+
+    async def post_lineage(request: Request) -> Response:
+        body = await read_body(request, max_body)
+        result = await lineage(request).ingest_event(body, source="api")
+        return JSONResponse(result.to_dict(), status_code=201 if result.status == "stored" else 200)
+
+    async def get_lineage(request: Request) -> Response:
+        node = request.query_params.get("nodeId")
+        if not node:
+            raise InputError("nodeId is required, e.g. ?nodeId=job:<namespace>:<name>")
+        depth = _int(request, "depth", 20)
+        direction = request.query_params.get("direction", "both")
+        graph = await lineage(request).get_lineage_graph(node, depth, direction)
+        return JSONResponse(graph.to_marquez())
+
+    async def get_events(request: Request) -> Response:
+        page = await lineage(request).list_events(
+            before=_parse_time(request.query_params.get("before"), "before"),
+            after=_parse_time(request.query_params.get("after"), "after"),
+            sort=request.query_params.get("sortDirection", "desc").lower(),
+            limit=_int(request, "limit", 100),
+            offset=_int(request, "offset", 0),
+        )
+        return JSONResponse(page.to_marquez())
+
+    async def health(request: Request) -> Response:
+        wb = request.app.state.wb
+        try:
+            await wb.db.fetchone("SELECT 1 AS ok")
+        except Exception as exc:  # the point of a health check: report, never raise
+            return JSONResponse({"status": "unavailable", "error": str(exc)[:200]}, 503)
+        return JSONResponse(
+            {"status": "ok", "database": wb.db.kind, "lineage_source": wb.lineage.source}
+        )
+
+    routes = [
+        Route("/api/v1/lineage", guarded(post_lineage), methods=["POST"]),
+        Route("/api/v1/lineage", guarded(get_lineage), methods=["GET"]),
+        Route("/api/v1/events/lineage", guarded(get_events), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

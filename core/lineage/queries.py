@@ -1,0 +1,643 @@
+"""Read side of the embedded lineage store: graph walks and the answers built on them.
+
+Every walk is one `WITH RECURSIVE … UNION` over the `ol_edges` relation with a depth cap: UNION
+deduplicates (node, depth) pairs, so the work is bounded by nodes × depth and never enumerates
+paths (which explodes on diamond-shaped graphs). Hop counts are the minimum depth.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from core.db import Database
+from core.errors import InputError, NotFoundError
+from core.lineage.models import (
+    BlastRadius,
+    DagLineage,
+    DagLink,
+    DatasetLineage,
+    EventPage,
+    FailedRun,
+    FailureList,
+    ImpactedNode,
+    JobInfo,
+    LineageEdge,
+    LineageGraph,
+    LineageNode,
+    LineageStats,
+    RunInfo,
+    SourceLocation,
+)
+from core.lineage.nodes import is_node_id, parse_node_id
+from core.lineage.severity import assess
+
+DEFAULT_DEPTH = 20
+MAX_DEPTH = 100
+DIRECTIONS = ("up", "down", "both")
+JOB_FACETS_SHOWN = ("sourceCodeLocation", "tags", "ownership", "documentation")
+MAX_STACK_CHARS = 4000
+
+_WALK = {
+    # (join column of the edge with the current node, column that gives the next node)
+    "down": ("src", "dst"),
+    "up": ("dst", "src"),
+}
+
+
+def check_depth(depth: int) -> int:
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
+        raise InputError(f"depth must be a whole number from 1 to {MAX_DEPTH}, got {depth!r}")
+    return depth
+
+
+def check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    return direction
+
+
+def walk_sql(direction: str) -> str:
+    """Nodes reachable from the seed ids within `depth` edges, with the minimum hop count."""
+    here, there = _WALK[direction]
+    return f"""
+    WITH RECURSIVE walk(node, depth) AS (
+        SELECT s, 0 FROM unnest(%(seeds)s::bigint[]) AS s
+      UNION
+        SELECT e.{there}, w.depth + 1
+          FROM walk w JOIN ol_edges e ON e.{here} = w.node
+         WHERE w.depth < %(depth)s
+    ), best AS MATERIALIZED (
+        SELECT node, min(depth) AS hops FROM walk GROUP BY node
+    )
+    SELECT b.node AS id, b.hops, n.type, n.namespace, n.name, n.node_id, n.dag_id, n.task_id,
+           n.job_type
+      FROM best b JOIN ol_nodes n ON n.id = b.node
+     ORDER BY b.hops, n.node_id"""
+
+
+def _run_info(row: dict[str, Any] | None) -> RunInfo | None:
+    if not row or row.get("run_id") is None:
+        return None
+    return RunInfo(
+        run_id=str(row["run_id"]),
+        state=row["state"],
+        started_at=row.get("started_at"),
+        ended_at=row.get("ended_at"),
+        error_message=row.get("error_message"),
+        parent_run_id=str(row["parent_run_id"]) if row.get("parent_run_id") else None,
+    )
+
+
+def _alive(facet: Any) -> bool:
+    return isinstance(facet, dict) and not facet.get("_deleted")
+
+
+def topo_order(jobs: list[JobInfo]) -> list[JobInfo]:
+    """Tasks in dependency order (Kahn), ties and cycles by name."""
+    by_id = {j.node_id: j for j in jobs}
+    indeg = {j.node_id: 0 for j in jobs}
+    for j in jobs:
+        for up in j.upstream_tasks:
+            if up in by_id:
+                indeg[j.node_id] += 1
+    ready = sorted(n for n, d in indeg.items() if d == 0)
+    out: list[str] = []
+    while ready:
+        node = ready.pop(0)
+        out.append(node)
+        for down in sorted(by_id[node].downstream_tasks):
+            if down in indeg and down not in out:
+                indeg[down] -= 1
+                if indeg[down] == 0:
+                    ready.append(down)
+                    ready.sort()
+    out += sorted(n for n in by_id if n not in out)
+    return [by_id[n] for n in out]
+
+
+class LineageQueries:
+    """Queries over the embedded store. `namespace` is the default for bare names."""
+
+    source = "embedded"
+
+    def __init__(self, db: Database, namespace: str | None = None) -> None:
+        self.db = db
+        self.namespace = namespace
+
+    # -- resolving what the caller typed ----------------------------------------------------
+
+    async def resolve(self, text: str, only: str | None = None) -> dict[str, Any]:
+        """A node row for a node id, a job or dataset name, a task id or a file name."""
+        text = (text or "").strip()
+        if not text:
+            raise InputError("give a node: job:<ns>:<name>, dataset:<ns>:<name> or a name")
+        if is_node_id(text):
+            ref = parse_node_id(text)
+            if only and ref.type != only:
+                raise InputError(f"{text} is a {ref.type}; a {only} is needed here")
+            row = await self.db.fetchone(
+                "SELECT * FROM ol_nodes WHERE type = %s AND namespace = %s AND name = %s",
+                (ref.type, ref.namespace, ref.name),
+            )
+            if row is None:
+                raise NotFoundError(f"no {ref.type} {text} in the lineage store")
+            return row
+        types = [only] if only else ["job", "dataset"]
+        rows = await self.db.fetchall(
+            "SELECT * FROM ol_nodes WHERE name = %s AND type = ANY(%s) ORDER BY type DESC, node_id",
+            (text, types),
+        )
+        if not rows:
+            rows = await self.db.fetchall(
+                """SELECT * FROM ol_nodes
+                    WHERE type = ANY(%s) AND (task_id = %s
+                          OR right(name, length(%s) + 1) IN ('/' || %s, '.' || %s))
+                    ORDER BY type DESC, node_id LIMIT 20""",
+                (types, text, text, text, text),
+            )
+        return self._pick(rows, text, only)
+
+    def _pick(self, rows: list[dict[str, Any]], text: str, only: str | None) -> dict[str, Any]:
+        what = only or "job or dataset"
+        if not rows:
+            raise NotFoundError(
+                f"no {what} named {text!r} in the lineage store; 'qwb lineage stats' shows what "
+                "is there"
+            )
+        if len(rows) > 1 and self.namespace:
+            preferred = [r for r in rows if r["namespace"] == self.namespace]
+            if len(preferred) == 1:
+                return preferred[0]
+        if len(rows) > 1:
+            names = ", ".join(r["node_id"] for r in rows[:5])
+            raise InputError(f"{text!r} matches several nodes ({names}); give the full node id")
+        return rows[0]
+
+    async def dag_namespace(self, dag_id: str, namespace: str | None = None) -> str:
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT namespace FROM ol_jobs WHERE dag_id = %s ORDER BY namespace",
+            (dag_id,),
+        )
+        found = [r["namespace"] for r in rows]
+        if namespace:
+            if namespace not in found:
+                raise NotFoundError(f"no DAG {dag_id!r} in namespace {namespace!r}")
+            return namespace
+        if not found:
+            raise NotFoundError(
+                f"no lineage for DAG {dag_id!r}; has Airflow sent events here? "
+                "('qwb lineage facets' prints the settings)"
+            )
+        if len(found) == 1:
+            return found[0]
+        if self.namespace in found:
+            return self.namespace
+        raise InputError(f"DAG {dag_id!r} is in several namespaces ({', '.join(found)}); pick one")
+
+    # -- walks ------------------------------------------------------------------------------
+
+    async def walk(self, seeds: list[int], depth: int, direction: str) -> list[dict[str, Any]]:
+        """Rows of the nodes reached (seeds at hop 0), each with `kinds`: the kinds of the edges
+        that reach it from a node one hop nearer (computed from the edges between reached nodes)."""
+        if not seeds:
+            return []
+        rows = await self.db.fetchall(walk_sql(direction), {"seeds": seeds, "depth": depth})
+        hops = {r["id"]: r["hops"] for r in rows}
+        here, there = _WALK[direction]
+        edges = await self.db.fetchall(
+            f"""SELECT e.src, e.dst, e.kind
+                  FROM unnest(%(ids)s::bigint[]) AS t(id) JOIN ol_edges e ON e.{there} = t.id""",
+            {"ids": [i for i, h in hops.items() if h > 0]},
+        )
+        kinds: dict[int, set[str]] = defaultdict(set)
+        for e in edges:
+            near = hops.get(e[here])
+            if near is not None and near == hops[e[there]] - 1:
+                kinds[e[there]].add(e["kind"])
+        for r in rows:
+            r["kinds"] = sorted(kinds.get(r["id"], ()))
+        return rows
+
+    async def edges_between(self, ids: list[int]) -> list[LineageEdge]:
+        rows = await self.db.fetchall(
+            """SELECT a.node_id AS origin, b.node_id AS destination, e.kind
+                 FROM ol_edges e
+                 JOIN ol_nodes a ON a.id = e.src JOIN ol_nodes b ON b.id = e.dst
+                WHERE e.src = ANY(%(ids)s) AND e.dst = ANY(%(ids)s)
+                GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+            {"ids": ids},
+        )
+        return [LineageEdge(r["origin"], r["destination"], r["kind"]) for r in rows]
+
+    async def graph(
+        self, node: str, depth: int = DEFAULT_DEPTH, direction: str = "both"
+    ) -> LineageGraph:
+        check_depth(depth)
+        check_direction(direction)
+        start = await self.resolve(node)
+        found: dict[int, dict[str, Any]] = {}
+        for way in ("up", "down") if direction == "both" else (direction,):
+            for row in await self.walk([start["id"]], depth, way):
+                if row["id"] not in found or row["hops"] < found[row["id"]]["hops"]:
+                    found[row["id"]] = dict(row, side=way if row["hops"] else None)
+        ids = list(found)
+        edges = await self.edges_between(ids)
+        job_ids = [i for i, r in found.items() if r["type"] == "job"]
+        jobs = await self.job_infos(job_ids)
+        nodes = tuple(
+            self._node(r, jobs.get(r["id"])) for r in sorted(found.values(), key=_node_order)
+        )
+        return LineageGraph(
+            center=start["node_id"],
+            direction=direction,
+            depth=depth,
+            nodes=nodes,
+            edges=tuple(edges),
+            source=self.source,
+            jobs={j.node_id: j for j in jobs.values()},
+        )
+
+    @staticmethod
+    def _node(row: dict[str, Any], job: JobInfo | None) -> LineageNode:
+        return LineageNode(
+            node_id=row["node_id"],
+            type=row["type"],
+            namespace=row["namespace"],
+            name=row["name"],
+            hops=row["hops"],
+            edge_kinds=tuple(row.get("kinds") or ()),
+            dag_id=row.get("dag_id"),
+            task_id=row.get("task_id"),
+            state=job.latest_run.state if job and job.latest_run else None,
+            side=row.get("side"),
+        )
+
+    # -- job details ------------------------------------------------------------------------
+
+    async def job_infos(self, job_ids: list[int]) -> dict[int, JobInfo]:
+        if not job_ids:
+            return {}
+        params = {"ids": job_ids, "facets": list(JOB_FACETS_SHOWN)}
+        jobs = await self.db.fetchall("SELECT * FROM ol_jobs WHERE id = ANY(%(ids)s)", params)
+        io = await self.db.fetchall(
+            """SELECT io.job_id, io.io_type, 'dataset:' || d.namespace || ':' || d.name AS node_id
+                 FROM ol_job_io io JOIN ol_datasets d ON d.id = io.dataset_id
+                WHERE io.job_id = ANY(%(ids)s) ORDER BY 3""",
+            params,
+        )
+        deps = await self.db.fetchall(
+            """SELECT DISTINCT dp.upstream_job_id AS up, dp.downstream_job_id AS down,
+                      'job:' || u.namespace || ':' || u.name AS up_node,
+                      'job:' || d.namespace || ':' || d.name AS down_node
+                 FROM ol_job_deps dp
+                 JOIN ol_jobs u ON u.id = dp.upstream_job_id
+                 JOIN ol_jobs d ON d.id = dp.downstream_job_id
+                WHERE dp.upstream_job_id = ANY(%(ids)s) OR dp.downstream_job_id = ANY(%(ids)s)""",
+            params,
+        )
+        runs = await self.db.fetchall(
+            """SELECT DISTINCT ON (job_id) job_id, run_id, state, started_at, ended_at,
+                      error_message, parent_run_id, facets->'workbench_git' AS git
+                 FROM ol_runs WHERE job_id = ANY(%(ids)s)
+                ORDER BY job_id, first_event_time DESC, run_id DESC""",
+            params,
+        )
+        facets = await self.db.fetchall(
+            """SELECT job_id, name, facet FROM ol_job_facets
+                WHERE job_id = ANY(%(ids)s) AND name = ANY(%(facets)s)""",
+            params,
+        )
+        ins: dict[int, list[str]] = defaultdict(list)
+        outs: dict[int, list[str]] = defaultdict(list)
+        for r in io:
+            (ins if r["io_type"] == "input" else outs)[r["job_id"]].append(r["node_id"])
+        ups: dict[int, set[str]] = defaultdict(set)
+        downs: dict[int, set[str]] = defaultdict(set)
+        for r in deps:
+            downs[r["up"]].add(r["down_node"])
+            ups[r["down"]].add(r["up_node"])
+        latest = {r["job_id"]: r for r in runs}
+        job_facets: dict[int, dict[str, Any]] = defaultdict(dict)
+        for r in facets:
+            if _alive(r["facet"]):
+                job_facets[r["job_id"]][r["name"]] = r["facet"]
+        out: dict[int, JobInfo] = {}
+        for j in jobs:
+            f = job_facets[j["id"]]
+            run = latest.get(j["id"])
+            source = SourceLocation.from_facet(f.get("sourceCodeLocation"))
+            git = run.get("git") if run else None
+            if source is None and isinstance(git, dict) and git.get("git_sha"):
+                source = SourceLocation(
+                    type="git", version=git.get("git_sha"), branch=git.get("git_branch")
+                )
+            tags = (f.get("tags") or {}).get("tags") or []
+            owners = (f.get("ownership") or {}).get("owners") or []
+            out[j["id"]] = JobInfo(
+                node_id=f"job:{j['namespace']}:{j['name']}",
+                namespace=j["namespace"],
+                name=j["name"],
+                job_type=j["job_type"],
+                dag_id=j["dag_id"],
+                task_id=j["task_id"],
+                inputs=tuple(ins[j["id"]]),
+                outputs=tuple(outs[j["id"]]),
+                upstream_tasks=tuple(sorted(ups[j["id"]])),
+                downstream_tasks=tuple(sorted(downs[j["id"]])),
+                latest_run=_run_info(run),
+                source=source,
+                tags=tuple(t for t in tags if isinstance(t, dict)),
+                owners=tuple(o.get("name") for o in owners if isinstance(o, dict)),
+                description=(f.get("documentation") or {}).get("description"),
+            )
+        return out
+
+    async def latest_states(self, job_ids: list[int]) -> dict[int, str]:
+        """State of each job's latest run (jobs without runs are left out)."""
+        rows = await self.db.fetchall(
+            """SELECT DISTINCT ON (job_id) job_id, state FROM ol_runs
+                WHERE job_id = ANY(%(ids)s) ORDER BY job_id, first_event_time DESC, run_id DESC""",
+            {"ids": job_ids},
+        )
+        return {r["job_id"]: r["state"] for r in rows}
+
+    async def job(self, name: str) -> JobInfo:
+        row = await self.resolve(name, only="job")
+        return (await self.job_infos([row["id"]]))[row["id"]]
+
+    async def _dag_rows(self, dag_id: str, namespace: str) -> tuple[list[int], int | None]:
+        rows = await self.db.fetchall(
+            """SELECT id, job_type, task_id, name FROM ol_jobs
+                WHERE dag_id = %s AND namespace = %s ORDER BY name""",
+            (dag_id, namespace),
+        )
+        tasks = [r["id"] for r in rows if r["task_id"] is not None and r["job_type"] != "DAG"]
+        dag = next((r["id"] for r in rows if r["task_id"] is None or r["job_type"] == "DAG"), None)
+        return tasks, dag
+
+    # -- answers ----------------------------------------------------------------------------
+
+    async def dag_lineage(
+        self, dag_id: str, depth: int = 5, namespace: str | None = None
+    ) -> DagLineage:
+        check_depth(depth)
+        namespace = await self.dag_namespace(dag_id, namespace)
+        task_ids, dag_job_id = await self._dag_rows(dag_id, namespace)
+        infos = await self.job_infos(task_ids + ([dag_job_id] if dag_job_id else []))
+        tasks = topo_order([infos[i] for i in task_ids])
+        task_nodes = {t.node_id for t in tasks}
+        edges = sorted(
+            {
+                LineageEdge(t.node_id, down, "task_dep")
+                for t in tasks
+                for down in t.downstream_tasks
+                if down in task_nodes
+            },
+            key=lambda e: (e.origin, e.destination),
+        )
+        datasets = sorted({d for t in tasks for d in (*t.inputs, *t.outputs)})
+        links = {}
+        for way in ("up", "down"):
+            rows = await self.walk(task_ids, depth, way)
+            links[way] = _dag_links(rows, dag_id)
+        dag_info = infos.get(dag_job_id) if dag_job_id else None
+        source = dag_info.source if dag_info and dag_info.source else None
+        source = source or next((t.source for t in tasks if t.source), None)
+        return DagLineage(
+            dag_id=dag_id,
+            namespace=namespace,
+            depth=depth,
+            tasks=tuple(tasks),
+            datasets=tuple(datasets),
+            task_edges=tuple(edges),
+            upstream_dags=links["up"],
+            downstream_dags=links["down"],
+            dag_run=dag_info.latest_run if dag_info else None,
+            source=source,
+            lineage_source=self.source,
+        )
+
+    async def blast_radius(
+        self,
+        dag_id: str,
+        task_id: str | None = None,
+        depth: int = DEFAULT_DEPTH,
+        namespace: str | None = None,
+    ) -> BlastRadius:
+        check_depth(depth)
+        namespace = await self.dag_namespace(dag_id, namespace)
+        task_ids, _dag = await self._dag_rows(dag_id, namespace)
+        infos = await self.job_infos(task_ids)
+        if task_id is not None:
+            seeds = [i for i in task_ids if infos[i].task_id == task_id]
+            if not seeds:
+                known = ", ".join(sorted(infos[i].task_id or "" for i in task_ids)) or "none"
+                raise NotFoundError(f"DAG {dag_id!r} has no task {task_id!r} (tasks: {known})")
+        else:
+            seeds = [i for i in task_ids if _failed(infos[i])]
+        seeds_failed = bool(seeds) and all(_failed(infos[i]) for i in seeds)
+        if not seeds:
+            seeds = list(task_ids)
+        rows = [r for r in await self.walk(seeds, depth, "down") if r["hops"] > 0]
+        states = await self.latest_states([r["id"] for r in rows if r["type"] == "job"])
+        return assess(
+            dag_id=dag_id,
+            task_id=task_id,
+            namespace=namespace,
+            depth=depth,
+            seeds=tuple(topo_order([infos[i] for i in seeds])),
+            seeds_failed=seeds_failed,
+            impacted=[_impacted(r, states.get(r["id"]), dag_id) for r in rows],
+            lineage_source=self.source,
+        )
+
+    async def dataset_lineage(self, name: str) -> DatasetLineage:
+        row = await self.resolve(name, only="dataset")
+        links = await self.db.fetchall(
+            "SELECT job_id, io_type FROM ol_job_io WHERE dataset_id = %s", (row["id"],)
+        )
+        infos = await self.job_infos(sorted({r["job_id"] for r in links}))
+        producers = sorted(
+            (infos[r["job_id"]] for r in links if r["io_type"] == "output"),
+            key=lambda j: j.node_id,
+        )
+        consumers = sorted(
+            (infos[r["job_id"]] for r in links if r["io_type"] == "input"),
+            key=lambda j: j.node_id,
+        )
+        facets = await self.db.fetchall(
+            "SELECT name, facet FROM ol_dataset_facets WHERE dataset_id = %s ORDER BY name",
+            (row["id"],),
+        )
+        return DatasetLineage(
+            node_id=row["node_id"],
+            namespace=row["namespace"],
+            name=row["name"],
+            producers=tuple(producers),
+            consumers=tuple(consumers),
+            status=dataset_status(producers),
+            facets={f["name"]: f["facet"] for f in facets if _alive(f["facet"])},
+            lineage_source=self.source,
+        )
+
+    async def stats(self) -> LineageStats:
+        jobs = await self.db.fetchone(
+            """SELECT count(*) AS jobs, count(*) FILTER (WHERE job_type = 'DAG') AS dags,
+                      count(*) FILTER (WHERE task_id IS NOT NULL) AS tasks FROM ol_jobs"""
+        )
+        datasets = await self.db.fetchone("SELECT count(*) AS n FROM ol_datasets")
+        states = await self.db.fetchall("SELECT state, count(*) AS n FROM ol_runs GROUP BY state")
+        failing = await self.db.fetchall(
+            """SELECT 'job:' || j.namespace || ':' || j.name AS node_id
+                 FROM ol_latest_runs r JOIN ol_jobs j ON j.id = r.job_id
+                WHERE r.state = 'FAIL' ORDER BY 1"""
+        )
+        events = await self.db.fetchone(
+            "SELECT count(*) AS n, max(event_time) AS last FROM lineage_events"
+        )
+        edges = await self.db.fetchone(
+            "SELECT count(*) AS n FROM (SELECT DISTINCT src, dst, kind FROM ol_edges) e"
+        )
+        assert jobs and datasets and events and edges
+        by_state = {r["state"]: r["n"] for r in states}
+        return LineageStats(
+            jobs=jobs["jobs"],
+            dags=jobs["dags"],
+            tasks=jobs["tasks"],
+            datasets=datasets["n"],
+            runs=sum(by_state.values()),
+            runs_by_state=by_state,
+            failing_jobs=tuple(r["node_id"] for r in failing),
+            events=events["n"],
+            last_event_time=events["last"],
+            edges=edges["n"],
+            lineage_source=self.source,
+        )
+
+    async def recent_failures(self, limit: int = 20, depth: int = DEFAULT_DEPTH) -> FailureList:
+        if not 1 <= limit <= 500:
+            raise InputError(f"limit must be from 1 to 500, got {limit}")
+        rows = await self.db.fetchall(
+            """SELECT r.run_id, r.ended_at, r.error_message, r.stack_trace, j.id AS job_id,
+                      j.namespace, j.name, j.job_type, j.dag_id, j.task_id
+                 FROM ol_runs r JOIN ol_jobs j ON j.id = r.job_id
+                WHERE r.state = 'FAIL'
+                ORDER BY r.ended_at DESC NULLS LAST, r.run_id LIMIT %s""",
+            (limit,),
+        )
+        reach: dict[int, int] = {}
+        for job_id in {r["job_id"] for r in rows}:
+            walked = await self.walk([job_id], depth, "down")
+            reach[job_id] = sum(1 for w in walked if w["hops"] > 0)
+        runs = tuple(
+            FailedRun(
+                run_id=str(r["run_id"]),
+                job=f"job:{r['namespace']}:{r['name']}",
+                job_name=r["name"],
+                namespace=r["namespace"],
+                job_type=r["job_type"],
+                dag_id=r["dag_id"],
+                task_id=r["task_id"],
+                ended_at=r["ended_at"],
+                error_message=r["error_message"],
+                stack_trace=_tail(r["stack_trace"]),
+                downstream=reach[r["job_id"]],
+            )
+            for r in rows
+        )
+        return FailureList(runs=runs, lineage_source=self.source)
+
+    async def events(
+        self,
+        before: datetime | None = None,
+        after: datetime | None = None,
+        sort: str = "desc",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> EventPage:
+        if sort not in ("asc", "desc"):
+            raise InputError(f"sortDirection must be asc or desc, got {sort!r}")
+        if not 0 <= limit <= 1000 or offset < 0:
+            raise InputError("limit must be from 0 to 1000 and offset at least 0")
+        where = """(%(before)s::timestamptz IS NULL OR event_time < %(before)s)
+               AND (%(after)s::timestamptz IS NULL OR event_time > %(after)s)"""
+        params = {"before": before, "after": after, "limit": limit, "offset": offset}
+        order = "DESC" if sort == "desc" else "ASC"
+        rows = await self.db.fetchall(
+            f"""SELECT event FROM lineage_events WHERE {where}
+                ORDER BY event_time {order}, id {order} LIMIT %(limit)s OFFSET %(offset)s""",
+            params,
+        )
+        total = await self.db.fetchone(
+            f"SELECT count(*) AS n FROM lineage_events WHERE {where}", params
+        )
+        assert total is not None
+        return EventPage(tuple(r["event"] for r in rows), total["n"])
+
+
+def _node_order(row: dict[str, Any]) -> tuple[int, str]:
+    return (row["hops"], row["node_id"])
+
+
+def _failed(job: JobInfo) -> bool:
+    return bool(job.latest_run and job.latest_run.state in ("FAIL", "ABORT"))
+
+
+def _tail(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_STACK_CHARS:
+        return text
+    return "…" + text[-MAX_STACK_CHARS:]
+
+
+def _impacted(row: dict[str, Any], state: str | None, dag_id: str) -> ImpactedNode:
+    kinds = tuple(row.get("kinds") or ())
+    if row["type"] == "dataset":
+        impact = "stale"
+    elif "task_dep" in kinds and row.get("dag_id") == dag_id:
+        impact = "will_not_run"
+    else:
+        impact = "stale_input"
+    return ImpactedNode(
+        node_id=row["node_id"],
+        type=row["type"],
+        namespace=row["namespace"],
+        name=row["name"],
+        hops=row["hops"],
+        edge_kinds=kinds,
+        impact=impact,
+        dag_id=row.get("dag_id"),
+        task_id=row.get("task_id"),
+        state=state,
+    )
+
+
+def _dag_links(rows: list[dict[str, Any]], dag_id: str) -> tuple[DagLink, ...]:
+    """Group the jobs of other DAGs (or jobs outside any DAG) reached by a walk."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["type"] != "job" or r["hops"] == 0 or r["dag_id"] == dag_id:
+            continue
+        groups[r["dag_id"] or r["name"]].append(r)
+    links = [
+        DagLink(
+            dag_id=label,
+            hops=min(r["hops"] for r in members),
+            jobs=tuple(sorted(r["node_id"] for r in members)),
+        )
+        for label, members in groups.items()
+    ]
+    return tuple(sorted(links, key=lambda link: (link.hops, link.dag_id)))
+
+
+def dataset_status(producers: list[JobInfo] | tuple[JobInfo, ...]) -> str:
+    """fresh: every producer's latest run completed; stale: one failed or aborted."""
+    states = [p.latest_run.state for p in producers if p.latest_run]
+    if not states:
+        return "unknown"
+    if any(s in ("FAIL", "ABORT") for s in states):
+        return "stale"
+    if all(s == "COMPLETE" for s in states):
+        return "fresh"
+    return "updating"
