@@ -9,6 +9,7 @@ from core.config import Config, load_config
 from core.db import Database
 from core.decisions import DecisionLog
 from core.embeddings import Embedder, get_embedder
+from core.lineage.service import LineageService
 from core.providers import ProviderRegistry
 from core.rag import RagStore
 from core.troubleshooting import TroubleshootingStore
@@ -51,6 +52,7 @@ class Workbench:
 
     async def _attach_services(self) -> None:
         """Each capability adds itself here (one line each)."""
+        self.lineage = LineageService(self.db, self.config)
         self.troubleshooting = TroubleshootingStore(self.db, self.embedder)
         self.decisions = DecisionLog(self.db)
         self.providers = await ProviderRegistry.open(self.db)
