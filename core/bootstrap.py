@@ -472,7 +472,8 @@ class Bootstrapper:
             rows = await self.db.fetchall(
                 "SELECT source_key, title, doc_type, metadata FROM rag_documents"
                 " WHERE metadata->>'bootstrap' = %s AND title IS NOT NULL AND chunk_count > 0"
-                " AND (%s::text IS NULL OR doc_type = %s)"
+                " AND (%s::text IS NULL OR doc_type = %s) AND NOT metadata ? 'parse_error'"
+                " AND title <> regexp_replace(source_key, '^.*/', '')"  # a real title, not a name
                 " ORDER BY md5(source_key) LIMIT %s",
                 (kind, KIND_TYPES.get(kind), KIND_TYPES.get(kind), per_kind),
             )

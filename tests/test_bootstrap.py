@@ -372,3 +372,78 @@ def test_cli_bootstrap_and_check_exit_codes(
     data = json.loads(result.output)
     assert data["status"] == "degraded"
     assert any("kubernetes pod scheduling" in r for r in data["reasons"])
+
+
+# ----------------------------------------------------------------------------- Airflow kit
+
+AIRFLOW_KIT = REPO / "docs" / "airflow"
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip().strip("'")
+    return out
+
+
+def test_rag_bootstrap_dag_example_parses_and_has_timeouts() -> None:
+    info = parse_dag_file(AIRFLOW_KIT / "rag_bootstrap.py")
+    assert info.dag_ids == ["rag_bootstrap"] and info.operators == ["BashOperator"]
+    text = (AIRFLOW_KIT / "rag_bootstrap.py").read_text()
+    assert text.count("execution_timeout=") == 3  # every task is bounded
+    assert "{QWB} bootstrap --check" in text and "{QWB} export" in text
+    assert "--no-health" in text  # health is its own task, so a degraded store is visible
+    assert parse_dag_source(text).error is None
+
+
+def test_openlineage_env_is_a_valid_transport_for_qwb_serve() -> None:
+    from openlineage.client.transport.http import HttpConfig
+
+    env = _env_file(AIRFLOW_KIT / "openlineage.env")
+    transport = json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    config = HttpConfig.from_dict(transport)
+    defaults = make_config()
+    assert config.url.endswith(f":{defaults.get('lineage.serve_port')}")
+    assert config.endpoint == "api/v1/lineage" and config.timeout <= 1
+    assert env["AIRFLOW__OPENLINEAGE__NAMESPACE"] == defaults.get("lineage.namespace")
+    assert env["OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__DISABLED"] == "false"
+    assert env["AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS"] == "wb_facets.git_run_facet"
+    with_auth = HttpConfig.from_dict({**transport, "auth": {"type": "api_key", "apiKey": "t0k"}})
+    assert with_auth.auth.get_bearer() == "Bearer t0k"  # what `qwb serve` checks
+
+
+async def test_git_run_facet_reaches_the_lineage_store(
+    workbench: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wb_facets.git_run_facet -> a real OpenLineage event -> qwb's lineage store."""
+    import importlib.util
+    import uuid
+
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.serde import Serde
+
+    from core.lineage.store import LineageStore
+
+    spec = importlib.util.spec_from_file_location("wb_facets", AIRFLOW_KIT / "wb_facets.py")
+    wb_facets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wb_facets)
+    monkeypatch.setenv("QWB_GIT_SHA", "7873fd00534d05879f8728f46ff46c26c81baf93")
+    monkeypatch.setenv("QWB_GIT_BRANCH", "feature/lineage")
+    wb_facets.git_state.cache_clear()
+    facets = wb_facets.git_run_facet(None, None)
+    run_id = str(uuid.uuid4())
+    event = RunEvent(
+        eventType=RunState.COMPLETE,
+        eventTime="2026-01-02T03:04:05.000Z",
+        run=Run(runId=run_id, facets=facets),
+        job=Job(namespace="qubinode", name="freeipa_deployment.install_freeipa"),
+        producer="https://github.com/apache/airflow/tree/providers-openlineage/2.20.3",
+    )
+    await LineageStore(workbench.db).ingest(json.loads(Serde.to_json(event)))
+    row = await workbench.db.fetchone(
+        "SELECT facets->'workbench_git' AS git FROM ol_runs WHERE run_id = %s", (run_id,)
+    )
+    assert row["git"]["git_sha"] == "7873fd00534d05879f8728f46ff46c26c81baf93"
+    assert row["git"]["git_branch"] == "feature/lineage"
