@@ -711,9 +711,14 @@ class _Merger:
         )
 
     def _attempt_model(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Vectors are this site's model's (same model, or just recomputed)."""
+        """Vectors are this site's model's (same model, or just recomputed); a bundle from an
+        older schema gets the normalised fix key this site groups fixes by."""
         if row.get("embedding") is not None:
-            return {**row, "embedding_model": self.model}
+            row = {**row, "embedding_model": self.model}
+        if not row.get("solution_key") and row.get("attempted_solution"):
+            from core.signatures import normalize_solution
+
+            row = {**row, "solution_key": normalize_solution(row["attempted_solution"])}
         return row
 
     async def _reembed_attempts(self, rows: list[dict[str, Any]]) -> None:

@@ -406,12 +406,32 @@ def test_openlineage_env_is_a_valid_transport_for_qwb_serve() -> None:
     config = HttpConfig.from_dict(transport)
     defaults = make_config()
     assert config.url.endswith(f":{defaults.get('lineage.serve_port')}")
-    assert config.endpoint == "api/v1/lineage" and config.timeout <= 1
+    assert config.endpoint == "api/v1/lineage" and config.timeout <= 2
     assert env["AIRFLOW__OPENLINEAGE__NAMESPACE"] == defaults.get("lineage.namespace")
     assert env["OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__DISABLED"] == "false"
     assert env["AIRFLOW__OPENLINEAGE__CUSTOM_RUN_FACETS"] == "wb_facets.git_run_facet"
     with_auth = HttpConfig.from_dict({**transport, "auth": {"type": "api_key", "apiKey": "t0k"}})
     assert with_auth.auth.get_bearer() == "Bearer t0k"  # what `qwb serve` checks
+
+
+def test_openlineage_env_matches_qwb_lineage_facets(tmp_path: Path) -> None:
+    """The kit's file carries every setting `qwb lineage facets` prints, with the same
+    transport; only the git values are placeholders."""
+    import shlex
+
+    from app.cli_lineage import facet_settings
+
+    defaults = make_config()
+    url = f"http://127.0.0.1:{defaults.get('lineage.serve_port')}"
+    printed = facet_settings(url, defaults.get("lineage.namespace"), 2.0, False, None)
+    env = _env_file(AIRFLOW_KIT / "openlineage.env")
+    assert set(printed) <= set(env)
+    transport = shlex.split(printed["AIRFLOW__OPENLINEAGE__TRANSPORT"])[0]
+    assert json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"]) == json.loads(transport)
+    assert (
+        env["AIRFLOW__OPENLINEAGE__NAMESPACE"]
+        == shlex.split(printed["AIRFLOW__OPENLINEAGE__NAMESPACE"])[0]
+    )
 
 
 async def test_git_run_facet_reaches_the_lineage_store(

@@ -395,3 +395,24 @@ async def test_export_of_some_tables(site_a: Any, tmp_path: Path) -> None:
         await export_bundle(site_a, tmp_path / "x.tar.gz", tables=["secrets"])
     with pytest.raises(InputError, match="is a folder"):
         await export_bundle(site_a, tmp_path)
+
+
+async def test_bundle_from_an_older_schema_gets_local_fix_keys(
+    site_a: Any, bundle: Any, fresh: Any, tmp_path: Path
+) -> None:
+    """Attempts exported before migration 0005 have no solution_key: import computes it."""
+
+    def older(manifest: dict[str, Any], members: dict[str, bytes]) -> None:
+        manifest["schema_version"] = 2
+        rows = _rows(members["troubleshooting_attempts.jsonl"])
+        for row in rows:
+            row.pop("solution_key")
+        members["troubleshooting_attempts.jsonl"] = _jsonl(rows)
+        for name in ("rag_documents", "rag_chunks", "lineage_events"):
+            members.pop(f"{name}.jsonl", None)
+
+    old = repack(Path(bundle.path), tmp_path / "old.tar.gz", older, fix_checksums=True)
+    report = await import_bundle(fresh, old)
+    assert report.tables["troubleshooting_attempts"].added == 3
+    sql = "SELECT id, solution_key FROM troubleshooting_attempts ORDER BY id"
+    assert await fresh.db.fetchall(sql) == await site_a.db.fetchall(sql)
