@@ -280,6 +280,20 @@ async def test_out_of_order_delivery_ends_in_the_same_state(fresh: Any) -> None:
     }  # fmt: skip
 
 
+async def test_concurrent_delivery_ends_in_the_same_state(fresh: Any) -> None:
+    import asyncio
+
+    events = wb_demo_events()
+    sequential = await fresh()
+    for event in events:
+        await sequential.ingest_event(event)
+    concurrent = await fresh()
+    # every event twice, all at once: the pool runs them on several connections in parallel
+    results = await asyncio.gather(*(concurrent.ingest_event(e) for e in events + events[::-1]))
+    assert sorted(r.status for r in results).count("stored") == len(events)
+    assert await snapshot(concurrent) == await snapshot(sequential)
+
+
 def _event(
     name: str, etype: str, time: str, run_id: str, inputs=(), outputs=(), **run_facets: Any
 ) -> dict[str, Any]:
