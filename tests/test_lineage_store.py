@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,17 @@ async def test_malformed_events_are_rejected_and_change_nothing(
     with pytest.raises(InvalidEvent):
         await svc.ingest_event(body)
     assert await snapshot(svc) == before
+
+
+async def test_longest_accepted_names_are_stored(svc: LineageService) -> None:
+    ns, name = "n" * 1000, "é" * 500  # 1000 bytes each: the limit
+    event = _event(name, "START", "2026-01-01T00:00:00Z", str(uuid.uuid4()), outputs=[name])
+    event["job"]["namespace"] = ns
+    event["outputs"][0]["namespace"] = ns
+    assert (await svc.ingest_event(event)).status == "stored"
+    event["job"]["name"] = name + "x"
+    with pytest.raises(InvalidEvent, match="longer than 1000 bytes"):
+        await svc.ingest_event(event)
 
 
 async def test_raw_events_are_append_only(svc: LineageService) -> None:

@@ -24,7 +24,8 @@ EVENT_TYPES = ("START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER")
 TERMINAL_TYPES = frozenset({"COMPLETE", "ABORT", "FAIL"})
 # Which event decides a run's state: a terminal event beats any other, then the later one wins.
 STATE_RANK = {"OTHER": 0, "START": 1, "RUNNING": 2, "COMPLETE": 3, "ABORT": 3, "FAIL": 3}
-MAX_NAME_CHARS = 4096
+# namespace + name share a unique btree index, whose entries must stay under ~2.7 kB
+MAX_NAME_BYTES = 1000
 MAX_DATASETS = 10_000
 MAX_TASK_IDS_CHARS = 200_000
 
@@ -186,8 +187,8 @@ def _require_str(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip():
         raise InvalidEvent(f"{where}.{key} is required and must be a non-empty string")
-    if len(value) > MAX_NAME_CHARS:
-        raise InvalidEvent(f"{where}.{key} is longer than {MAX_NAME_CHARS} characters")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InvalidEvent(f"{where}.{key} is longer than {MAX_NAME_BYTES} bytes")
     return value
 
 
