@@ -54,6 +54,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "aider_timeout": 600.0,
         "auto_approve_confidence": None,  # e.g. 0.8: auto-apply proposals at or above it
         "plans_dir": "docs/plans",
+        "developer_mode": "auto",  # auto (Aider when found, else LLM) | aider | llm
+        "llm_attempts": 2,  # LLM mode: tries when validation rejects the code
+        "commit_on_apply": True,  # an approved proposal is committed (only its files)
+        "rag_k": 5,  # RAG hits the Manager looks at
+        "rag_min_similarity": 0.3,  # below this cosine similarity a hit is not context
+        "similar_error_min_similarity": 0.6,  # past attempts that count as similar history
+        "repeat_failures": 2,  # the same error failing this often in a session escalates
+        # Systems that no Airflow provider covers (Policy 3 writes a plan for them).
+        "known_systems": [
+            "freeipa", "idm", "vyos", "kcli", "libvirt", "kvm", "step-ca", "satellite",
+            "ansible", "opnsense", "pfsense", "proxmox", "ovirt", "haproxy", "certbot",
+            "gitea", "harbor", "nexus", "terraform", "podman",
+        ],  # fmt: skip
     },
     "lineage": {
         "marquez_url": None,

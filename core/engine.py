@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from core.agents.service import AgentService
 from core.config import Config, load_config
 from core.db import Database
 from core.decisions import DecisionLog
@@ -56,6 +57,7 @@ class Workbench:
         self.troubleshooting = TroubleshootingStore(self.db, self.embedder)
         self.decisions = DecisionLog(self.db)
         self.providers = await ProviderRegistry.open(self.db)
+        self.agents = AgentService(self)
 
     async def close(self) -> None:
         await self.db.close()
