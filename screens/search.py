@@ -18,10 +18,14 @@ from textual.widgets import DataTable, Input, Label, ProgressBar
 from textual.worker import Worker, WorkerState
 
 from screens.base import PaneScreen
-from screens.documents import DocumentScreen, DocumentsScreen, DocumentView, short_source
+from screens.documents import DocumentScreen, DocumentsScreen, DocumentView
 from screens.widgets import FormField, FormModal, cell, copy_text
 
 RESULT_LIMIT = 20
+TYPE_SHORT = {
+    "troubleshooting": "trbl", "provider_doc": "prov", "api_doc": "api", "runbook": "rbook",
+    "example": "ex", "policy": "pol",
+}  # fmt: skip
 
 
 def parse_doc_types(text: str) -> list[str] | None:
@@ -128,7 +132,7 @@ class SearchPane(PaneScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#results", DataTable)
-        table.add_columns("type", "sim", "source › heading")
+        table.add_columns("sim", "type", "source › section")
         self.query_one("#results-info", Label).update("Press / to search.")
         table.focus()  # so 1-4 switch panes at once; / focuses the query box
         self.load_stats()
@@ -171,10 +175,11 @@ class SearchPane(PaneScreen):
         table = self.query_one("#results", DataTable)
         table.clear()
         for hit in self.hits:
-            where = short_source(hit.source_key)
+            where = Path(hit.source_key).name or hit.source_key
             if hit.heading_path:
-                where += f" › {hit.heading_path}"
-            table.add_row(cell(hit.doc_type), cell(f"{hit.similarity:.2f}"), cell(where))
+                where += f" › {hit.heading_path.split(' > ')[-1]}"
+            kind = TYPE_SHORT.get(hit.doc_type, hit.doc_type)
+            table.add_row(cell(f"{hit.similarity:.2f}"), cell(kind), cell(where))
         info = f"{len(self.hits)} result(s) for {message.request.query!r}"
         self.query_one("#results-info", Label).update(escape(info))
         if self.hits:
