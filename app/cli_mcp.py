@@ -35,6 +35,12 @@ from app.cli_common import fail, get_config
     help="Also log tool calls (INFO) to this file. Also mcp.log_file.",
 )
 @click.option(
+    "--preload",
+    is_flag=True,
+    help="Open the database and load the embedding model right after the handshake, in the "
+    "background, so the first search does not wait for them (costs ~450 MB even if unused).",
+)
+@click.option(
     "--print-docs",
     is_flag=True,
     help="Print the tool reference (Markdown, generated from the schemas) and exit.",
@@ -46,6 +52,7 @@ def mcp_cmd(
     ingest_roots: tuple[Path, ...],
     session_id: str | None,
     log_file: Path | None,
+    preload: bool,
     print_docs: bool,
 ) -> None:
     """Serve the workbench as an MCP server on stdin/stdout.
@@ -73,5 +80,6 @@ def mcp_cmd(
         read_only=bool(config.get("mcp.read_only") if read_only is None else read_only),
         session_id=session_id.strip() if session_id else None,
         ingest_roots=roots,
+        preload=preload,
     )
     serve(config, options)

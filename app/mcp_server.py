@@ -75,6 +75,7 @@ class ServerOptions:
     read_only: bool = False
     session_id: str | None = None  # fixed session for every connection (the client's own)
     ingest_roots: tuple[str, ...] = ()
+    preload: bool = False  # open the workbench and load the model right after initialize
 
 
 def new_session_id() -> str:
@@ -120,14 +121,17 @@ def configure_logging(level: str | None, log_file: str | None) -> None:
 
 
 class WorkbenchHolder:
-    """Opens the Workbench on first use (once, under a lock); a failed open is retried later."""
+    """Opens the Workbench on first use (once, under a lock); a failed open is retried later.
+
+    The embedding model starts loading in the background as the Workbench opens (both take
+    seconds, neither needs the other), so the first tool that embeds waits for the slower one,
+    not for their sum."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._wb: Any = None
         self._lock = asyncio.Lock()
         self._warm_task: asyncio.Task[None] | None = None
-        self.opened_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -140,21 +144,41 @@ class WorkbenchHolder:
             if self._wb is None:
                 from core.engine import Workbench
 
+                self.start_warm_up()
                 started = time.perf_counter()
                 self._wb = await Workbench.open(self.config)
-                self.opened_at = time.perf_counter()
-                log.info("workbench opened in %.2fs", self.opened_at - started)
-                self._warm_task = asyncio.create_task(self._warm(self._wb))
+                log.info("workbench opened in %.2fs", time.perf_counter() - started)
         return self._wb
 
+    def start_warm_up(self) -> None:
+        """Load the embedding model in a background thread (once)."""
+        if self._warm_task is not None:
+            return
+        from core.embeddings import get_embedder
+
+        try:
+            embedder = get_embedder(self.config)
+        except Exception as exc:  # a config error: Workbench.open reports it
+            log.debug("no embedder warm-up: %s", exc)
+            return
+        self._warm_task = asyncio.create_task(self._warm(embedder))
+
     @staticmethod
-    async def _warm(wb: Any) -> None:
+    async def _warm(embedder: Any) -> None:
         started = time.perf_counter()
         try:
-            await wb.embedder.warm_up()
+            await embedder.warm_up()
             log.info("embedder ready in %.2fs", time.perf_counter() - started)
         except Exception as exc:  # the first tool that needs it reports the problem
             log.warning("embedder warm-up failed: %s", exc)
+
+    async def preload(self) -> None:
+        """Open everything now, in the background (qwb mcp --preload)."""
+        self.start_warm_up()
+        try:
+            await self.get()
+        except Exception as exc:
+            log.warning("preload: %s (the first tool call tries again)", exc)
 
     async def close(self) -> None:
         if self._warm_task is not None and not self._warm_task.done():
@@ -214,6 +238,7 @@ class McpApp:
         self.tools = load_tools()
         self.holder = WorkbenchHolder(config)
         self._listed: list[Any] | None = None
+        self._preload_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------ MCP handlers
     def tool_definitions(self) -> list[Any]:
@@ -246,6 +271,12 @@ class McpApp:
         import mcp_types as types
 
         return types.ListToolsResult(tools=self.tool_definitions())
+
+    async def on_initialized(self, ctx: Any, params: Any) -> None:
+        """After the handshake (initialize already answered): --preload starts here."""
+        if self.options.preload and self._preload_task is None:
+            log.info("preloading the workbench and the embedding model")
+            self._preload_task = asyncio.create_task(self.holder.preload())
 
     async def on_call_tool(self, ctx: Any, params: Any) -> Any:
         import mcp_types as types
@@ -326,9 +357,10 @@ class McpApp:
             log.info("MCP connection closed, session %s", session_id)
 
     def build_server(self) -> Any:
+        import mcp_types as types
         from mcp.server.lowlevel import Server
 
-        return Server(
+        server = Server(
             SERVER_NAME,
             version=_version(),
             title="Qubinode Workbench",
@@ -340,6 +372,10 @@ class McpApp:
             on_list_tools=self.on_list_tools,
             on_call_tool=self.on_call_tool,
         )
+        server.add_notification_handler(
+            "notifications/initialized", types.NotificationParams, self.on_initialized
+        )
+        return server
 
     async def serve_stdio(self) -> None:
         from mcp.server.stdio import stdio_server

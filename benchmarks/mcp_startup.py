@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -68,11 +69,12 @@ def _fill(env: dict[str, str], docs: int) -> None:
 
 
 class RawClient:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], args: list[str], stderr: Any) -> None:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.mcp_server"], cwd=REPO, env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "app.mcp_server", *args], cwd=REPO, text=True,
+            env={**env, "QWB_LOG_LEVEL": "INFO"},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
         )  # fmt: skip
         self.next_id = 0
 
@@ -107,13 +109,20 @@ class RawClient:
         self.proc.wait(timeout=120)
 
 
-def one_run(env: dict[str, str], query: str) -> dict[str, float]:
-    client = RawClient(env)
+def _logged_seconds(log: str, pattern: str) -> float:
+    match = re.search(pattern + r" in ([0-9.]+)s", log)
+    return float(match[1]) if match else float("nan")
+
+
+def one_run(env: dict[str, str], query: str, args: list[str], pause: float) -> dict[str, float]:
+    errlog = tempfile.TemporaryFile("w+")
+    client = RawClient(env, args, errlog)
     client.send("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
                                "clientInfo": {"name": "bench", "version": "1"}})  # fmt: skip
     client.send("notifications/initialized", notify=True)
     tools = client.send("tools/list")["tools"]
     t_list = client.elapsed()
+    time.sleep(pause)  # an assistant thinking before its first call (--pause)
     result = client.send("tools/call", {"name": "query_rag", "arguments": {"query": query}})
     t_query = client.elapsed()
     if result.get("isError") or not result["structuredContent"]["count"]:
@@ -122,7 +131,13 @@ def one_run(env: dict[str, str], query: str) -> dict[str, float]:
     client.send("tools/call", {"name": "query_rag", "arguments": {"query": query + " again"}})
     t_warm = time.perf_counter() - before
     client.close()
-    return {"tools": len(tools), "list": t_list, "query": t_query, "warm": t_warm}
+    errlog.seek(0)
+    log = errlog.read()
+    return {
+        "tools": len(tools), "list": t_list, "query": t_query, "warm": t_warm,
+        "open": _logged_seconds(log, "workbench opened"),
+        "model": _logged_seconds(log, "embedder ready"),
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -130,6 +145,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--docs", type=int, default=25, help="corpus files to ingest first")
+    parser.add_argument("--preload", action="store_true", help="run the server with --preload")
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="seconds between tools/list and query_rag"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="qwb-mcp-bench-"))
@@ -137,17 +156,26 @@ def main() -> None:
     config.write_text("")
     env = _env(config, args.database_url, tmp / "pgdata")
     _fill(env, args.docs)
-    one_run(env, QUERIES[0])  # warm the OS page cache; not counted
+    server_args = ["--preload"] if args.preload else []
+    one_run(env, QUERIES[0], server_args, 0.0)  # warm the OS page cache; not counted
 
-    runs = [one_run(env, QUERIES[i % len(QUERIES)]) for i in range(args.runs)]
+    runs = [
+        one_run(env, QUERIES[i % len(QUERIES)], server_args, args.pause) for i in range(args.runs)
+    ]
     for i, r in enumerate(runs, start=1):
         print(f"run {i}: tools/list {r['list']:.2f}s  first query_rag {r['query']:.2f}s  "
+              f"(workbench open {r['open']:.2f}s, model load {r['model']:.2f}s)  "
               f"warm query_rag {r['warm'] * 1000:.0f}ms")  # fmt: skip
-    med = {k: statistics.median(r[k] for r in runs) for k in ("list", "query", "warm")}
+    keys = ("list", "query", "warm", "open", "model")
+    med = {k: statistics.median(r[k] for r in runs) for k in keys}
     kind = "external" if args.database_url else "embedded"
+    mode = (" --preload" if args.preload else "") + (
+        f", pause {args.pause:g}s" if args.pause else ""
+    )
     print(
-        f"\nmedian of {len(runs)} ({kind} database, {int(runs[0]['tools'])} tools): "
-        f"start -> tools/list {med['list']:.2f}s; start -> first query_rag {med['query']:.2f}s; "
+        f"\nmedian of {len(runs)} ({kind} database, {int(runs[0]['tools'])} tools{mode}): "
+        f"start -> tools/list {med['list']:.2f}s; start -> first query_rag {med['query']:.2f}s "
+        f"(workbench open {med['open']:.2f}s, model load {med['model']:.2f}s); "
         f"warm query_rag {med['warm'] * 1000:.0f}ms"
     )
 

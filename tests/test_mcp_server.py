@@ -20,18 +20,23 @@ from typing import Any
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from tests.conftest import QWB, REPO, cli_env
+from tests.conftest import QWB, REPO, SHARED, cli_env, make_config, requires_shared
 
 EXPECTED_TOOLS = {
     "query_rag", "ingest_to_rag", "list_rag_documents", "delete_rag_document", "get_rag_stats",
     "get_troubleshooting_history", "log_troubleshooting_attempt", "search_similar_errors",
     "update_troubleshooting_outcome", "check_provider_exists", "list_agent_decisions",
+    "get_dag_lineage", "get_failure_blast_radius", "get_dataset_lineage", "get_lineage_stats",
+    "get_recent_failures",
 }  # fmt: skip
 WRITING_TOOLS = {
     "ingest_to_rag", "delete_rag_document", "log_troubleshooting_attempt",
     "update_troubleshooting_outcome",
 }  # fmt: skip
 SERVER_MODULE = [sys.executable, "-m", "app.mcp_server"]
+LINEAGE_NAMESPACE = "workbench"
+OL_FIXTURES = SHARED / "fixtures" / "openlineage"
+OL_DEMO = Path(__file__).parent / "data" / "lineage"
 
 
 # ------------------------------------------------------------------------------------ harness
@@ -93,7 +98,12 @@ def _setup(db_url: str, tmp: Path) -> ServerSetup:
     outside.mkdir()
     config = tmp / "config.toml"  # empty: defaults only, a developer's config stays out
     config.write_text("")
-    env = cli_env(db_url, QWB_CONFIG=str(config), QWB_MCP_INGEST_ROOTS=str(root))
+    env = cli_env(
+        db_url,
+        QWB_CONFIG=str(config),
+        QWB_MCP_INGEST_ROOTS=str(root),
+        QWB_LINEAGE_NAMESPACE=LINEAGE_NAMESPACE,
+    )
     return ServerSetup(env, root, outside)
 
 
@@ -292,6 +302,48 @@ def test_get_rag_stats_counts(mcp: Mcp) -> None:
     assert stats["troubleshooting"]["attempts"] >= 2
 
 
+# -------------------------------------------------------------------------------- lineage tools
+@requires_shared
+async def test_lineage_tools(mcp: Mcp, db: Any) -> None:
+    from core.lineage.service import LineageService
+
+    service = LineageService(db, make_config(lineage__namespace=LINEAGE_NAMESPACE))
+    paths = sorted(OL_FIXTURES.glob("*.json")) + sorted(OL_DEMO.glob("wb_demo-*.json"))
+    for path in paths:  # the real Airflow 3.3 events plus the demo DAG's other tasks
+        await service.ingest_event(path.read_bytes(), "test")
+
+    stats = mcp.ok("get_lineage_stats")
+    assert stats["jobs"] == 5 and stats["datasets"] == 2 and stats["runs_by_state"]["FAIL"] == 2
+
+    radius = mcp.ok("get_failure_blast_radius", {"dag_id": "wb_demo", "task_id": "transform"})
+    hops = {n["node_id"]: n["hops"] for n in radius["jobs"] + radius["datasets"]}
+    assert hops == {
+        "dataset:file:/srv/pipeline/data/clean.csv": 1,
+        f"job:{LINEAGE_NAMESPACE}:wb_demo.load": 1,
+        f"job:{LINEAGE_NAMESPACE}:wb_demo.notify": 2,
+    }
+    assert radius["severity"] == "medium"
+    text = mcp.call("get_failure_blast_radius", {"dag_id": "wb_demo"}).content[0].text
+    assert text.startswith("severity ")
+
+    dag = mcp.ok("get_dag_lineage", {"dag_id": "wb_demo"})
+    assert {t["task_id"] for t in dag["tasks"]} >= {"extract", "transform", "load", "notify"}
+    assert (
+        "simulated load failure"
+        in mcp.call("get_dag_lineage", {"dag_id": "wb_demo"}).content[0].text
+    )
+
+    dataset = mcp.ok("get_dataset_lineage", {"name": "clean.csv"})
+    assert [p["node_id"] for p in dataset["producers"]] == [
+        f"job:{LINEAGE_NAMESPACE}:wb_demo.transform"
+    ]
+    failures = mcp.ok("get_recent_failures", {"limit": 5})
+    assert any("simulated load failure" in (r["error_message"] or "") for r in failures["runs"])
+
+    assert "no lineage for DAG" in mcp.error("get_dag_lineage", {"dag_id": "no_such"}, "not_found")
+    mcp.error("get_failure_blast_radius", {"dag_id": "wb_demo", "depth": 500}, "invalid_arguments")
+
+
 # ---------------------------------------------------------------------------- invalid arguments
 def test_invalid_arguments_are_error_results_and_the_server_keeps_answering(mcp: Mcp) -> None:
     bad: list[tuple[str, dict[str, Any], str]] = [
@@ -399,11 +451,26 @@ def test_survives_the_database_restarting(mcp: Mcp, pg_server: Any, db_url: str)
 # ----------------------------------------------------------------------------- read-only server
 @pytest.fixture(scope="module")
 def readonly(setup: ServerSetup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mcp]:
-    """`qwb mcp --read-only` with a log file and the client's own session id."""
+    """`qwb mcp --read-only --preload` with a log file and the client's own session id."""
     logdir = tmp_path_factory.mktemp("mcp-ro")
-    command = [*QWB, "mcp", "--read-only", "--session-id", "ro-session", "--log-file",
-               str(logdir / "mcp.log")]  # fmt: skip
+    command = [*QWB, "mcp", "--read-only", "--preload", "--session-id", "ro-session",
+               "--log-file", str(logdir / "mcp.log")]  # fmt: skip
     yield from _serve(command, setup.env, logdir / "stderr.log")
+
+
+def test_preload_opens_everything_before_the_first_call(readonly: Mcp) -> None:
+    import time
+
+    log_file = readonly.stderr_path.parent / "mcp.log"
+    deadline = time.monotonic() + 240
+    text = ""
+    while time.monotonic() < deadline:  # no tool has been called on this server yet
+        text = log_file.read_text()
+        if "workbench opened" in text and "embedder ready" in text:
+            break
+        time.sleep(0.2)
+    assert "preloading" in text and "workbench opened" in text and "embedder ready" in text
+    assert " tool " not in text
 
 
 def test_read_only_refuses_every_writing_tool(readonly: Mcp) -> None:

@@ -75,6 +75,8 @@ The same `mcpServers` block works in a project's `.mcp.json` for Claude Code.
 - `--ingest-root DIR`, repeatable (setting `mcp.ingest_roots`, or `QWB_MCP_INGEST_ROOTS=/a:/b`):
   the directories `ingest_to_rag` may read files from; none configured = path ingest off.
 - `--session-id ID`: use the client's own session id instead of a new one per connection.
+- `--preload`: open the database and load the embedding model in the background right after
+  the handshake, so the first search does not wait for them (costs ~450 MB even if unused).
 - `--log-file PATH` (setting `mcp.log_file`, or `QWB_MCP_LOG_FILE`): also log every tool call
   (name, duration, outcome; never argument values) at INFO to this file.
 - `qwb --log-level INFO mcp` (or `QWB_LOG_LEVEL`): the stderr log level (default WARNING).
@@ -87,10 +89,11 @@ The same `mcpServers` block works in a project's `.mcp.json` for Claude Code.
   (and the log file). While the server runs, file descriptor 1 itself points at stderr, so not
   even a library or a child process can corrupt the stream.
 - **Fast start.** `initialize` and `tools/list` are answered without touching the database or
-  the embedding model. The first tool call opens the workbench (database, migrations); right
-  after that the embedding model loads in the background, so only tools that embed text
-  (`query_rag`, `ingest_to_rag`, `search_similar_errors`, `log_troubleshooting_attempt`) may wait
-  for it once. Measured numbers are in `benchmarks/mcp_startup.py`.
+  the embedding model. The first tool call opens the workbench (database, migrations) while the
+  embedding model loads in a background thread, so only tools that embed text (`query_rag`,
+  `ingest_to_rag`, `search_similar_errors`, `log_troubleshooting_attempt`) may wait for it, once.
+  With `--preload` both start right after the handshake instead. Measure with
+  `benchmarks/mcp_startup.py`.
 - **Sessions.** Each connection gets its own session id (`mcp-<date>-<time>-<random>`, shown by
   `get_rag_stats`). Attempts logged through `log_troubleshooting_attempt` carry it; a client may
   pass its own `session_id` argument, or start the server with `--session-id`. History and

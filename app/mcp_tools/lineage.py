@@ -1,0 +1,159 @@
+"""MCP tools over pipeline lineage (core.lineage.service.LineageService, `wb.lineage`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from app.mcp_tools.bounds import Limit, ShortText
+from app.mcp_tools.registry import NoArgs, ToolArgs, ToolContext, ToolResult, tool
+
+MAX_DEPTH = 50
+SHOWN = 10
+
+Depth = Annotated[int, Field(ge=1, le=MAX_DEPTH, description=f"Hops to follow, 1-{MAX_DEPTH}.")]
+Namespace = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=250,
+        description="OpenLineage namespace; needed only when the DAG id exists in several.",
+    ),
+]
+
+
+def _state(job: Any) -> str:
+    return job.latest_run.state if job.latest_run else "no runs"
+
+
+def _clip(text: str | None, n: int = 200) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# ---------------------------------------------------------------------------- get_dag_lineage
+class DagLineageArgs(ToolArgs):
+    dag_id: ShortText = Field(description="The Airflow DAG id, e.g. 'freeipa_deploy'.")
+    depth: Depth = 5
+    namespace: Namespace | None = None
+
+
+@tool("get_dag_lineage", DagLineageArgs, title="Lineage of a DAG")
+async def get_dag_lineage(wb: Any, ctx: ToolContext, args: DagLineageArgs) -> ToolResult:
+    """Show a DAG's lineage as recorded from OpenLineage events: its tasks with their input and
+    output datasets, the latest run state of each, task dependencies, the git commit the code
+    ran from, and the DAGs upstream and downstream of it through shared datasets. Use it to
+    understand what a pipeline reads and writes before changing it."""
+    dag = await wb.lineage.get_dag_lineage(args.dag_id, args.depth, args.namespace)
+    run = f"latest run {dag.dag_run.state}" if dag.dag_run else "no DAG run recorded"
+    lines = [f"DAG {dag.dag_id} ({dag.namespace}): {len(dag.tasks)} task(s), {run}"]
+    for job in dag.tasks[: SHOWN * 2]:
+        io = []
+        if job.inputs:
+            io.append("reads " + ", ".join(job.inputs))
+        if job.outputs:
+            io.append("writes " + ", ".join(job.outputs))
+        git = f" @ {job.git_sha[:12]}" if job.git_sha else ""
+        lines.append(f"- {job.task_id or job.name} [{_state(job)}]{git} " + "; ".join(io))
+        if job.latest_run and job.latest_run.error_message:
+            lines.append(f"  error: {_clip(job.latest_run.error_message)}")
+    for label, links in (("upstream", dag.upstream_dags), ("downstream", dag.downstream_dags)):
+        if links:
+            lines.append(
+                f"{label} DAGs: " + ", ".join(f"{d.dag_id} ({d.hops} hops)" for d in links)
+            )
+    lines.append(f"(from {dag.lineage_source} lineage)")
+    return ToolResult.of(dag.to_dict(), "\n".join(lines))
+
+
+# -------------------------------------------------------------------- get_failure_blast_radius
+class BlastRadiusArgs(ToolArgs):
+    dag_id: ShortText = Field(description="The DAG whose task failed.")
+    task_id: ShortText | None = Field(
+        default=None, description="The failed task; omit to start from the DAG's failed tasks."
+    )
+    depth: Depth = 20
+    namespace: Namespace | None = None
+
+
+@tool("get_failure_blast_radius", BlastRadiusArgs, title="What a failure affects downstream")
+async def get_failure_blast_radius(wb: Any, ctx: ToolContext, args: BlastRadiusArgs) -> ToolResult:
+    """Assess the impact of a failed Airflow task: every task that will not run and every
+    dataset that goes stale downstream of it (across DAGs), with hop counts, a severity
+    (none, low, medium, high) and a recommendation. Call it when a task fails, before deciding
+    whether to fix forward, clear and re-run, or escalate."""
+    radius = await wb.lineage.get_failure_blast_radius(
+        args.dag_id, args.task_id, args.depth, args.namespace
+    )
+    seeds = ", ".join(f"{j.task_id or j.name} ({_state(j)})" for j in radius.seeds) or "-"
+    lines = [
+        f"severity {radius.severity}: {len(radius.jobs)} job(s) and {len(radius.datasets)} "
+        f"dataset(s) downstream of {seeds}"
+    ]
+    for node in (*radius.jobs, *radius.datasets)[:SHOWN]:
+        lines.append(f"- {node.node_id} ({node.impact}, {node.hops} hop(s))")
+    if radius.other_dags:
+        lines.append("other DAGs affected: " + ", ".join(radius.other_dags))
+    lines.append(radius.recommendation)
+    return ToolResult.of(radius.to_dict(), "\n".join(lines))
+
+
+# ------------------------------------------------------------------------ get_dataset_lineage
+class DatasetArgs(ToolArgs):
+    name: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="The dataset: a node id ('dataset:<namespace>:<name>'), its name, or a "
+        "file name such as 'clean.csv'.",
+    )
+
+
+@tool("get_dataset_lineage", DatasetArgs, title="Producers and consumers of a dataset")
+async def get_dataset_lineage(wb: Any, ctx: ToolContext, args: DatasetArgs) -> ToolResult:
+    """Show which tasks produce and which consume a dataset (a file, table or bucket path seen
+    in OpenLineage events), and whether it is fresh or stale according to its producers' latest
+    runs. Use it to find who writes a file a failing task reads."""
+    ds = await wb.lineage.get_dataset_lineage(args.name)
+
+    def names(jobs: Any) -> str:
+        return ", ".join(f"{j.node_id} ({_state(j)})" for j in jobs) or "none recorded"
+
+    text = (
+        f"{ds.node_id}: {ds.status}\nproduced by: {names(ds.producers)}\n"
+        f"consumed by: {names(ds.consumers)}"
+    )
+    return ToolResult.of(ds.to_dict(), text)
+
+
+# ------------------------------------------------------------------ stats and recent failures
+@tool("get_lineage_stats", NoArgs, title="Lineage statistics")
+async def get_lineage_stats(wb: Any, ctx: ToolContext, args: NoArgs) -> ToolResult:
+    """Summarise the recorded lineage: numbers of DAGs, tasks, jobs, datasets, runs by state,
+    the jobs whose latest run failed, and when the last event arrived. Call it to see whether
+    lineage is being received at all."""
+    stats = await wb.lineage.get_lineage_stats()
+    states = ", ".join(f"{k} {v}" for k, v in sorted(stats.runs_by_state.items())) or "no runs"
+    text = (
+        f"{stats.dags} DAG(s), {stats.tasks} task(s), {stats.jobs} job(s), {stats.datasets} "
+        f"dataset(s); runs: {states}; failing: {', '.join(stats.failing_jobs) or 'none'}; "
+        f"last event {stats.last_event_time or 'never'} ({stats.lineage_source})"
+    )
+    return ToolResult.of(stats.to_dict(), text)
+
+
+class FailuresArgs(ToolArgs):
+    limit: Limit = 10
+
+
+@tool("get_recent_failures", FailuresArgs, title="Recent failed runs")
+async def get_recent_failures(wb: Any, ctx: ToolContext, args: FailuresArgs) -> ToolResult:
+    """List the latest failed task and DAG runs with their error messages and how many nodes lie
+    downstream of each (the size of their blast radius). Start here when asked what is broken;
+    follow up with get_failure_blast_radius and search_similar_errors."""
+    failures = await wb.lineage.get_recent_failures(args.limit)
+    lines = [f"{len(failures.runs)} failed run(s)"]
+    for r in failures.runs:
+        when = f"{r.ended_at:%Y-%m-%d %H:%M}" if r.ended_at else "?"
+        lines.append(f"- {when} {r.job} ({r.downstream} downstream): {_clip(r.error_message)}")
+    return ToolResult.of(failures.to_dict(), "\n".join(lines))
