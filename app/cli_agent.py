@@ -31,6 +31,7 @@ class EventPrinter:
 
         self.out = Console(highlight=False)
         self.streaming: str | None = None
+        self.streamed_text = ""
 
     def _header(self, speaker: str, kind: str) -> None:
         style = SPEAKER_STYLE.get(speaker, "bold")
@@ -42,6 +43,8 @@ class EventPrinter:
                 self._end_stream()
                 self._header(event.speaker, "…")
                 self.streaming = event.speaker
+                self.streamed_text = ""
+            self.streamed_text += event.text
             style = "dim" if event.speaker == "developer" else None  # a draft; the diff follows
             self.out.print(event.text, end="", markup=False, soft_wrap=True, style=style)
             return
@@ -51,6 +54,12 @@ class EventPrinter:
             path = (event.data or {}).get("path")
             note = f" (saved to {path})" if path else ""
             self.out.print(f"[dim]  ↳ {event.kind}{note}[/]")
+            streamed = self.streamed_text.strip()
+            if streamed and streamed in event.text:  # what the Manager added to the LLM's text
+                before, _, after = event.text.partition(streamed)
+                for extra in (before.strip(), after.strip()):
+                    if extra and not extra.startswith("# Plan: "):
+                        self.print_text(extra)
             return
         self._header(event.speaker, event.kind)
         self.print_text(event.text)

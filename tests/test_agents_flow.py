@@ -30,7 +30,7 @@ from tests.agents_support import (
     snapshot,
 )
 from tests.conftest import SHARED, requires_shared
-from tests.llm_server import Match, ScriptedLLM
+from tests.llm_server import Error, Match, ScriptedLLM
 
 
 @pytest.fixture
@@ -426,3 +426,24 @@ async def test_lineage_blast_radius_is_part_of_the_context(wb: Any, repo: Path) 
     assert "lineage:" in context.content
     rag = next(d for d in await decisions(wb, result.session_id) if d.decision_type == "rag_query")
     assert rag.context["lineage"]["jobs"] == lineage["jobs"]
+
+
+async def test_llm_failing_mid_run_is_recorded_truthfully(wb: Any, repo: Path) -> None:
+    task = "Create a DAG that runs the nightly health check command on the hypervisors over SSH"
+    with ScriptedLLM([Error(500, "model crashed")]) as llm:
+        agents = service(wb, llm, repo)
+        with pytest.raises(LLMUnavailable) as info:
+            await agents.run_task(task)
+    assert "\n" not in str(info.value) and "role 'manager' failed" in str(info.value)
+    [session] = [
+        s
+        for s in await agents.list_sessions(limit=1000)
+        if s.status == "failed" and s.title == task
+    ]
+    detail = await agents.get_session(session.id)
+    assert detail.messages[-1].speaker == "system" and detail.messages[-1].kind == "error"
+    assert detail.proposals == ()
+    assert all(d.outcome != "pending" for d in detail.decisions)
+    root = next(d for d in detail.decisions if d.decision_type == "task_execution")
+    assert root.outcome == "failed" and "model crashed" in root.outcome_details
+    assert git(repo, "status", "--porcelain") == ""

@@ -492,6 +492,9 @@ class Developer:
             error = f"Aider exited with {result.returncode}" + (f": {last[-1]}" if last else "")
         elif not result.has_changes:
             error = "Aider made no change to " + ", ".join(order.files)
+            said = _last_error_line(result.stdout_tail + "\n" + result.stderr_tail)
+            if said:
+                error += f" (Aider: {said})"
         else:
             error = None
         validation = None
@@ -555,6 +558,15 @@ class Developer:
             error=error,
             details={"attempts": tries, "usage": usage},
         )
+
+
+def _last_error_line(output: str) -> str | None:
+    """The last line of Aider's output that reports an error (a failing model call, usually)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.search(r"error|exception|unable|failed", line, re.I):
+            return line[:200]
+    return None
 
 
 def _required(order: WorkOrder) -> str | None:
