@@ -96,7 +96,7 @@ class WorkbenchApp(App[None]):
         self._wb_open: Workbench | None = None
         self._errors_shown: list[BaseException] = []
         model = str(config.get("embedding.model"))
-        lineage = "marquez" if config.get("lineage.marquez_url") else "local"
+        lineage = "marquez" if config.get("lineage.marquez_url") else "embedded"
         kind = "external" if config.get("database.url") else "embedded"
         self.set_reactive(
             WorkbenchApp.status, StatusInfo(db_kind=kind, model=model, lineage=lineage)
@@ -129,7 +129,11 @@ class WorkbenchApp(App[None]):
             raise
         self._wb_open = wb
         future.set_result(wb)
-        self.post_message(StatusChanged({"db_kind": wb.db.kind, "db_ok": True, "db_detail": ""}))
+        changes = {"db_kind": wb.db.kind, "db_ok": True, "db_detail": ""}
+        lineage = getattr(wb, "lineage", None)
+        if lineage is not None:
+            changes["lineage"] = lineage.source  # "embedded" or "marquez": who answers reads
+        self.post_message(StatusChanged(changes))
         self.warm_model(wb)
         self.probe_llm()
         self.set_interval(DB_CHECK_SECONDS, self.check_database)

@@ -50,7 +50,7 @@ async def test_panes_switch_with_number_keys_at_80x24(db_url: str, workbench: An
             assert PANE_TITLES[mode] in lines[0]  # the pane bar
             status = lines[-2]
             assert "db external" in status and "MiniLM-L6 ready" in status, status
-            assert "lineage local" in status
+            assert "lineage embedded" in status
             assert app.screen.query_one(StatusBar).region.width == 80
         assert app.status.db_ok is True and app.status.model_state == "ready"
         assert [role for role, _ in app.status.llm] == ["manager", "developer"]
@@ -71,7 +71,12 @@ async def test_status_bar_reports_progress_after_first_paint(db_url: str, workbe
     assert isinstance(app.status, StatusInfo)
     async with app.run_test(size=(100, 32), message_hook=hook) as pilot:
         await settle(pilot)
-        assert seen[0] == {"db_kind": "external", "db_ok": True, "db_detail": ""}
+        assert seen[0] == {
+            "db_kind": "external",
+            "db_ok": True,
+            "db_detail": "",
+            "lineage": "embedded",
+        }
         assert {"model_state": "ready"} in seen
         assert any("llm" in changes for changes in seen)
         await app.check_database().wait()
