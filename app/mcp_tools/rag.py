@@ -197,7 +197,11 @@ async def ingest_to_rag(wb: Any, ctx: ToolContext, args: IngestArgs) -> ToolResu
             source_key=source,
             doc_type=args.doc_type or "other",
             title=args.title,
-            metadata={**(args.metadata or {}), "ingested_via": "mcp", "session": ctx.session_id},
+            metadata={
+                **(args.metadata or {}),
+                "ingested_via": "mcp",
+                "mcp_session": ctx.session_id,
+            },
         )
         note = f" ({item.reason})" if item.reason else ""
         text = f"{item.status}: {source} ({item.chunks} chunks){note}"
