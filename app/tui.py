@@ -1,7 +1,7 @@
 """The workbench TUI: four panes (Textual modes) over one Workbench, keyboard-first.
 
 First paint never waits for the database, torch or an LLM: the App paints, then opens the
-Workbench in a worker, warms the embedding model in another and probes the LLM roles in a third,
+Workbench in a worker (probing the LLM roles in another), then warms the embedding model in a third,
 reporting each step in the status bar. Pane modules are imported when their pane is first shown.
 """
 
@@ -121,6 +121,7 @@ class WorkbenchApp(App[None]):
         future = self._future()
         try:
             engine = await asyncio.to_thread(importlib.import_module, "core.engine")
+            self.probe_llm()
             wb = await engine.Workbench.open(self.config)
         except BaseException as exc:
             if not future.done():
@@ -134,15 +135,16 @@ class WorkbenchApp(App[None]):
         if lineage is not None:
             changes["lineage"] = lineage.source  # "embedded" or "marquez": who answers reads
         self.post_message(StatusChanged(changes))
-        self.warm_model(wb)
-        self.probe_llm()
+        # The model loads after the database is up: loading torch in parallel (it holds the GIL
+        # for seconds) made the database ~0.3 s later on 2 cores and the model no sooner.
+        self.warm_model(wb.embedder)
         self.set_interval(DB_CHECK_SECONDS, self.check_database)
 
     @work(group="warm-up", exit_on_error=False, name="loading the embedding model")
-    async def warm_model(self, wb: Workbench) -> None:
-        if not wb.embedder.loaded:
+    async def warm_model(self, embedder: Any) -> None:
+        if not embedder.loaded:
             self.post_message(StatusChanged({"model_state": "warming up…"}))
-        await wb.embedder.warm_up()
+        await embedder.warm_up()
         self.post_message(StatusChanged({"model_state": "ready"}))
 
     @work(group="llm-probe", exit_on_error=False, name="probing the LLM roles")
