@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -157,3 +157,46 @@ async def get_recent_failures(wb: Any, ctx: ToolContext, args: FailuresArgs) -> 
         when = f"{r.ended_at:%Y-%m-%d %H:%M}" if r.ended_at else "?"
         lines.append(f"- {when} {r.job} ({r.downstream} downstream): {_clip(r.error_message)}")
     return ToolResult.of(failures.to_dict(), "\n".join(lines))
+
+
+# -------------------------------------------------------------------------- get_lineage_graph
+class GraphArgs(ToolArgs):
+    node: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="Where to start: a Marquez-style node id ('job:<namespace>:<dag>.<task>' "
+        "or 'dataset:<namespace>:<name>'), or a bare job, task, dataset or file name.",
+    )
+    depth: Depth = 20
+    direction: Literal["up", "down", "both"] = Field(
+        default="both", description="Follow edges upstream, downstream, or both."
+    )
+    marquez: bool = Field(
+        default=False,
+        description="Answer in Marquez's graph shape ({graph: [{id, type, data, inEdges, "
+        "outEdges}]}) instead of nodes and edges.",
+    )
+
+
+@tool("get_lineage_graph", GraphArgs, title="Lineage graph around a node")
+async def get_lineage_graph(wb: Any, ctx: ToolContext, args: GraphArgs) -> ToolResult:
+    """Walk the lineage graph around one job or dataset: every node reachable upstream,
+    downstream or both within depth hops, each with its hop count, side (up or down), the
+    kinds of edge that reach it (produces, consumed_by, task_dep) and, for jobs, the latest
+    run state; plus the edges between them and the jobs' inputs, outputs and git commit.
+    Use it for questions the DAG and dataset tools do not answer directly, e.g. everything
+    that ultimately feeds a dataset, or the whole chain around a task across DAGs."""
+    graph = await wb.lineage.get_lineage_graph(args.node, args.depth, args.direction)
+    jobs = sum(1 for n in graph.nodes if n.type == "job")
+    lines = [
+        f"{graph.center}: {len(graph.nodes)} node(s) ({jobs} job(s), {len(graph.nodes) - jobs} "
+        f"dataset(s)) and {len(graph.edges)} edge(s), {graph.direction} within {graph.depth} "
+        "hop(s)"
+    ]
+    for n in [n for n in graph.nodes if n.hops][: SHOWN * 2]:
+        state = f" [{n.state}]" if n.state else ""
+        kinds = ", ".join(n.edge_kinds)
+        lines.append(f"- {n.side or ''} {n.hops} hop(s): {n.node_id}{state} ({kinds})")
+    lines.append(f"(from {graph.source} lineage)")
+    data = graph.to_marquez() if args.marquez else graph.to_dict()
+    return ToolResult.of(data, "\n".join(lines))
