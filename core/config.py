@@ -63,9 +63,26 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "repeat_failures": 2,  # the same error failing this often in a session escalates
         # Systems that no Airflow provider covers (Policy 3 writes a plan for them).
         "known_systems": [
-            "freeipa", "idm", "vyos", "kcli", "libvirt", "kvm", "step-ca", "satellite",
-            "ansible", "opnsense", "pfsense", "proxmox", "ovirt", "haproxy", "certbot",
-            "gitea", "harbor", "nexus", "terraform", "podman",
+            "freeipa",
+            "idm",
+            "vyos",
+            "kcli",
+            "libvirt",
+            "kvm",
+            "step-ca",
+            "satellite",
+            "ansible",
+            "opnsense",
+            "pfsense",
+            "proxmox",
+            "ovirt",
+            "haproxy",
+            "certbot",
+            "gitea",
+            "harbor",
+            "nexus",
+            "terraform",
+            "podman",
         ],  # fmt: skip
     },
     "lineage": {
