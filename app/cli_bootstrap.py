@@ -7,38 +7,9 @@ from typing import Any
 
 import click
 
-from app.cli_common import console, emit, json_option, run_workbench
+from app.cli_common import console, emit, json_option, progress_bar, run_workbench
 
 STATUS_COLOURS = {"healthy": "green", "degraded": "red", "ingested": "cyan"}
-
-
-def _progress_bar(show: bool) -> Any:
-    """(context manager, callback) for a rich progress bar on stderr, or no-ops."""
-    import contextlib
-
-    if not show:
-        return contextlib.nullcontext(), None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description:<9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}", style="dim"),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def on_progress(kind: str, p: Any) -> None:
-        if kind not in tasks:
-            tasks[kind] = bar.add_task(kind, total=None, current="")
-        name = Path(p.current).name if p.current else ""
-        bar.update(tasks[kind], total=p.total, completed=p.done, current=name[:40])
-
-    return bar, on_progress
 
 
 def render_health(health: Any) -> None:
@@ -145,7 +116,7 @@ def bootstrap_cmd(
         raise SystemExit(health.exit_code)
 
     sources = _sources(adrs, dags, docs, not no_providers)
-    bar, on_progress = _progress_bar(not (no_progress or as_json))
+    bar, on_progress = progress_bar(not (no_progress or as_json))
 
     async def _run(wb: Any) -> Any:
         boot = Bootstrapper(wb)
@@ -181,7 +152,7 @@ def sync_cmd(prune: bool, with_health: bool, no_progress: bool, as_json: bool) -
     """Re-ingest what changed in the last bootstrap's sources (unchanged files are free)."""
     from core.bootstrap import Bootstrapper
 
-    bar, on_progress = _progress_bar(not (no_progress or as_json))
+    bar, on_progress = progress_bar(not (no_progress or as_json))
 
     async def _run(wb: Any) -> Any:
         with bar:

@@ -121,4 +121,33 @@ def console() -> Any:
     return Console()
 
 
+def progress_bar(show: bool) -> Any:
+    """(context manager, callback) for a rich progress bar on stderr, or no-ops."""
+    import contextlib
+
+    if not show:
+        return contextlib.nullcontext(), None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("[bold]{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}", style="dim"),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def on_progress(kind: str, p: Any) -> None:
+        if kind not in tasks:
+            tasks[kind] = bar.add_task(kind, total=None, current="")
+        name = Path(p.current).name if p.current else ""
+        bar.update(tasks[kind], total=p.total, completed=p.done, current=name[:40])
+
+    return bar, on_progress
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

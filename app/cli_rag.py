@@ -7,7 +7,16 @@ from typing import Any
 
 import click
 
-from app.cli_common import console, emit, fail, get_config, json_option, parse_meta, run_workbench
+from app.cli_common import (
+    console,
+    emit,
+    fail,
+    get_config,
+    json_option,
+    parse_meta,
+    progress_bar,
+    run_workbench,
+)
 
 DOC_TYPE_HELP = (
     "adr, provider_doc, dag, troubleshooting, guide, policy, example, api_doc, readme, "
@@ -39,27 +48,10 @@ def _render_report(report: Any) -> None:
 
 async def ingest_with_progress(wb: Any, paths: list[Path], show: bool, **kwargs: Any) -> Any:
     """Ingest with a rich progress bar on stderr (when `show`)."""
-    if not show:
-        return await wb.rag.ingest_paths(paths, **kwargs)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}", style="dim"),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("ingest", total=None, current="scanning…")
-
-        def on_progress(p: Any) -> None:
-            name = Path(p.current).name if p.current else ""
-            bar.update(task, total=p.total, completed=p.done, current=name[:40])
-
-        return await wb.rag.ingest_paths(paths, progress=on_progress, **kwargs)
+    bar, on_progress = progress_bar(show)
+    with bar:
+        progress = (lambda p: on_progress("ingest", p)) if on_progress else None
+        return await wb.rag.ingest_paths(paths, progress=progress, **kwargs)
 
 
 @click.command("ingest")
