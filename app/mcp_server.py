@@ -58,7 +58,11 @@ INSTRUCTIONS = (
     "Qubinode Workbench: shared memory for infrastructure work. Before answering questions "
     "about this infrastructure or writing a DAG, search the documents with query_rag and "
     "check_provider_exists. Before fixing an error, call search_similar_errors; after each "
-    "fix attempt, record it with log_troubleshooting_attempt (failed ones too)."
+    "fix attempt, record it with log_troubleshooting_attempt (failed ones too). Before retrying "
+    "or changing a failing DAG task, call get_failure_blast_radius. To have the workbench's "
+    "Manager and Developer agents do DAG work, call delegate_to_developer, then review the "
+    "proposal with get_agent_status and approve_proposal or reject_proposal; steer them with "
+    "override_developer (always give a reason)."
 )
 
 
