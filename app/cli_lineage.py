@@ -1,4 +1,5 @@
-"""CLI: `qwb lineage …` (graph, blast-radius, dataset, dag, job, stats, failures, facets, import)
+"""CLI: `qwb lineage …` (nodes, graph, blast-radius, dataset, dag, job, stats, failures, facets,
+import)
 and `qwb serve` (the OpenLineage receiver)."""
 
 from __future__ import annotations
@@ -53,6 +54,36 @@ def lineage_group() -> None:
     Node ids are Marquez's: job:<namespace>:<name>, dataset:<namespace>:<name>; a bare job name,
     task id or file name works when it is unambiguous.
     """
+
+
+@lineage_group.command("nodes")
+@click.argument("query", required=False)
+@click.option("--kind", "-k", type=click.Choice(["job", "dataset"]), default=None,
+              help="Only jobs or only datasets.")  # fmt: skip
+@click.option("--limit", "-l", type=click.IntRange(1, 1000), default=200, show_default=True)
+@json_option
+def nodes_cmd(query: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """Jobs and datasets whose name contains QUERY (every word, any case): failing jobs first,
+    then the most recently seen. Without QUERY, all of them up to --limit."""
+    nodes = run_workbench(lambda wb: wb.lineage.list_nodes(query, kind, limit))
+
+    def render(result: Any) -> None:
+        from rich.markup import escape
+
+        out = console()
+        if not result.nodes:
+            what = f" matching {escape(repr(result.query))}" if result.query else ""
+            out.print(f"[yellow]no {result.kind or 'job or dataset'}{what}[/]", highlight=False)
+        for n in result.nodes:
+            seen = f"{n.last_seen:%Y-%m-%d %H:%M}" if n.last_seen else "-" * 16
+            state = f"  {_state(n.state)}" if n.kind == "job" else ""
+            task = f"  [dim]{escape(f'{n.dag_id}/{n.task_id}')}[/]" if n.task_id else ""
+            out.print(f"[dim]{seen}[/] {n.kind:7} {escape(n.node_id)}{state}{task}",
+                      highlight=False)  # fmt: skip
+        more = "; more match: narrow the query or raise --limit" if result.truncated else ""
+        out.print(f"[dim]{len(result.nodes)} node(s) ({result.lineage_source}){more}[/]")
+
+    emit(nodes, as_json, render)
 
 
 @lineage_group.command("graph")

@@ -3,6 +3,8 @@ the blast radius of a failed task with hop counts, latest run states, errors and
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,8 @@ from screens.widgets import copy_text, theme_colour
 
 DEFAULT_DEPTH = 5
 MAX_DEPTH = 20
-CATALOG_EVENTS = 1000
+CATALOG_NODES = 1000  # the picker's list; past this, typing also searches the lineage backend
+SEARCH_NODES = 200
 GRAPH_MIN_WIDTH = 60  # narrower than this, the tree shows instead of the drawn graph
 KIND_TAG = {"dag": "DAG ", "job": "job ", "dataset": "data"}
 
@@ -48,29 +51,37 @@ class CatalogEntry:
         return f"{KIND_TAG[self.kind]} {name}{mark}"
 
 
-def catalog_from_events(events: list[dict[str, Any]], failing: set[str]) -> list[CatalogEntry]:
-    """DAGs, jobs and datasets named in the stored OpenLineage events (newest first).
-
-    The lineage service has no listing call yet, so the picker is built from `list_events`."""
-    entries: dict[str, CatalogEntry] = {}
-    for ev in events:
-        job = ev.get("job") or {}
-        ns, name = job.get("namespace"), job.get("name")
-        if ns and name:
-            key = f"job:{ns}:{name}"
-            job_type = ((job.get("facets") or {}).get("jobType") or {}).get("jobType")
-            dag = (((ev.get("run") or {}).get("facets") or {}).get("airflow") or {}).get("dag")
-            dag_id = (dag or {}).get("dag_id") or (name if job_type == "DAG" else None)
-            if dag_id:
-                entries.setdefault(f"dag:{dag_id}", CatalogEntry(f"dag:{dag_id}", "dag", dag_id))
-            if job_type != "DAG":
-                entries.setdefault(key, CatalogEntry(key, "job", name, key in failing))
-        for ds in (*(ev.get("inputs") or ()), *(ev.get("outputs") or ())):
-            if ds.get("namespace") and ds.get("name"):
-                key = f"dataset:{ds['namespace']}:{ds['name']}"
-                entries.setdefault(key, CatalogEntry(key, "dataset", ds["name"]))
+def sort_catalog(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
+    """Failing jobs first, then DAGs, jobs and datasets, each by name."""
     order = {"dag": 0, "job": 1, "dataset": 2}
-    return sorted(entries.values(), key=lambda e: (not e.failing, order[e.kind], e.name))
+    return sorted(entries, key=lambda e: (not e.failing, order[e.kind], e.name))
+
+
+def catalog_from_nodes(nodes: Iterable[Any]) -> list[CatalogEntry]:
+    """DAGs, jobs and datasets from `wb.lineage.list_nodes` (NodeSummary items).
+
+    A job that is a DAG (job type DAG, or a DAG id without a task id) becomes a DAG entry; a task
+    adds its DAG's entry too."""
+    entries: dict[str, CatalogEntry] = {}
+    for n in nodes:
+        if n.kind == "dataset":
+            entries.setdefault(n.node_id, CatalogEntry(n.node_id, "dataset", n.name))
+            continue
+        is_dag = n.job_type == "DAG" or bool(n.dag_id and not n.task_id)
+        dag_id = n.dag_id or (n.name if is_dag else None)
+        if dag_id:
+            entries.setdefault(f"dag:{dag_id}", CatalogEntry(f"dag:{dag_id}", "dag", dag_id))
+        if not is_dag:
+            entries.setdefault(n.node_id, CatalogEntry(n.node_id, "job", n.name, n.failing))
+    return sort_catalog(entries.values())
+
+
+def search_terms(text: str) -> tuple[str | None, str]:
+    """(kind, query) for `list_nodes` from what was typed: a leading "dag"/"job" keeps jobs,
+    "data"/"dataset" datasets (the picker's prompts start with those words)."""
+    first, _sep, rest = text.strip().partition(" ")
+    kind = {"dag": "job", "job": "job", "data": "dataset", "dataset": "dataset"}.get(first.lower())
+    return (kind, rest.strip()) if kind else (None, text.strip())
 
 
 def fuzzy_filter(entries: list[CatalogEntry], text: str) -> list[CatalogEntry]:
@@ -177,6 +188,13 @@ def blast_markdown(radius: Any) -> str:
 class CatalogLoaded(Message):
     entries: list[CatalogEntry]
     stats: Any
+    complete: bool  # False: more nodes exist than were listed
+
+
+@dataclass
+class NodesFound(Message):
+    text: str  # what was typed when the search started
+    entries: list[CatalogEntry]
 
 
 @dataclass
@@ -214,6 +232,9 @@ class LineagePane(PaneScreen):
     def __init__(self) -> None:
         super().__init__()
         self.catalog: list[CatalogEntry] = []
+        self.catalog_limit = CATALOG_NODES
+        self.catalog_complete = True
+        self.pending_submit: str | None = None  # Enter pressed while a search was running
         self.shown: list[CatalogEntry] = []
         self.current: CatalogEntry | None = None
         self.direction = "both"
@@ -246,18 +267,22 @@ class LineagePane(PaneScreen):
     @work(group="catalog", exclusive=True, exit_on_error=False, name="reading the lineage catalog")
     async def load_catalog(self) -> None:
         wb = await self.workbench()
-        stats = await wb.lineage.get_lineage_stats()
-        page = await wb.lineage.list_events(limit=CATALOG_EVENTS)
-        entries = catalog_from_events(list(page.events), set(stats.failing_jobs))
-        self.post_message(CatalogLoaded(entries, stats))
+        stats, nodes = await asyncio.gather(
+            wb.lineage.get_lineage_stats(), wb.lineage.list_nodes(limit=self.catalog_limit)
+        )
+        self.post_message(
+            CatalogLoaded(catalog_from_nodes(nodes.nodes), stats, not nodes.truncated)
+        )
 
     def on_catalog_loaded(self, message: CatalogLoaded) -> None:
         self.catalog = message.entries
+        self.catalog_complete = message.complete
         s = message.stats
         failing = len(s.failing_jobs)
+        more = "" if message.complete else " · type to search all"
         self.query_one("#lineage-info", Label).update(
             f"{s.dags} DAGs · {s.jobs} jobs · {s.datasets} datasets · "
-            f"{failing} failing · {s.lineage_source}"
+            f"{failing} failing · {s.lineage_source}{more}"
         )
         self._show_catalog()
 
@@ -270,9 +295,34 @@ class LineagePane(PaneScreen):
         if self.shown:
             options.highlighted = 0
 
+    @work(group="search", exclusive=True, exit_on_error=False, name="searching lineage")
+    async def search_nodes(self, text: str) -> None:
+        """Ask the backend for names the listed catalog does not hold (it was cut short)."""
+        kind, query = search_terms(text)
+        if not query:
+            return
+        wb = await self.workbench()
+        found = await wb.lineage.list_nodes(query, kind, SEARCH_NODES)
+        self.post_message(NodesFound(text, catalog_from_nodes(found.nodes)))
+
+    def on_nodes_found(self, message: NodesFound) -> None:
+        known = {e.key for e in self.catalog}
+        new = [e for e in message.entries if e.key not in known]
+        if new:
+            self.catalog = sort_catalog([*self.catalog, *new])
+            self._show_catalog()
+        if self.pending_submit == message.text:
+            self.pending_submit = None
+            if self.shown and self.query_one("#pick", Input).value == message.text:
+                self.select(self.shown[0])
+                self.query_one("#catalog", OptionList).focus()
+
     @on(Input.Changed, "#pick")
     def _pick_changed(self, event: Input.Changed) -> None:
+        self.pending_submit = None
         self._show_catalog()
+        if not self.catalog_complete and event.value.strip():
+            self.search_nodes(event.value)
 
     @on(Input.Submitted, "#pick")
     def _pick_submitted(self, event: Input.Submitted) -> None:
@@ -280,6 +330,8 @@ class LineagePane(PaneScreen):
         if self.shown:
             self.select(self.shown[0])
             self.query_one("#catalog", OptionList).focus()
+        elif not self.catalog_complete and event.value.strip():
+            self.pending_submit = event.value  # the search may still find it
 
     @on(OptionList.OptionSelected, "#catalog")
     def _option_selected(self, event: OptionList.OptionSelected) -> None:

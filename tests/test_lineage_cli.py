@@ -77,6 +77,25 @@ def test_graph_dataset_dag_job_commands(qwb: Any) -> None:
     assert (job["git_sha"], job["git_branch"]) == (SHA, "feature/lineage")
 
 
+def test_nodes_command(qwb: Any) -> None:
+    data = json.loads(qwb("lineage", "nodes", "--json").output)
+    ids = [n["node_id"] for n in data["nodes"]]
+    assert len(ids) == 5 + 2 and not data["truncated"]
+    assert {n["node_id"] for n in data["nodes"][:2]} == {
+        "job:workbench:wb_demo", "job:workbench:wb_demo.load",
+    }  # fmt: skip
+    assert all(n["failing"] for n in data["nodes"][:2])
+    text = qwb("lineage", "nodes", "NOTIFY", "--kind", "job").output
+    assert "job:workbench:wb_demo.notify" in text and "wb_demo/notify" in text
+    assert "1 node(s) (embedded)" in text and "wb_demo.load" not in text
+    csv = json.loads(qwb("lineage", "nodes", "csv", "-k", "dataset", "-l", "1", "--json").output)
+    assert len(csv["nodes"]) == 1 and csv["truncated"] and csv["nodes"][0]["kind"] == "dataset"
+    assert "no job matching 'nope'" in qwb("lineage", "nodes", "nope", "--kind", "job").output
+    bad = qwb("lineage", "nodes", "--kind", "table", code=2)
+    assert "'table' is not one of 'job', 'dataset'" in bad.output
+    qwb("lineage", "nodes", "--limit", "1001", code=2)
+
+
 def test_stats_and_failures_commands(qwb: Any) -> None:
     stats = json.loads(qwb("lineage", "stats", "--json").output)
     assert stats["jobs"] == 5 and stats["datasets"] == 2 and stats["runs_by_state"]["FAIL"] == 2

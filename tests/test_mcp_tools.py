@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED, make_config, requires_shared
 
 HEAVY = ("torch", "sentence_transformers", "transformers", "litellm", "textual")
 
@@ -148,3 +148,35 @@ def test_registering_a_tool_twice_or_without_description_fails() -> None:
     with pytest.raises(ValueError, match="docstring"):
         tool("test_undocumented", title="x")(undocumented)
     assert "test_undocumented" not in TOOLS
+
+
+def _ol_fixture_events() -> list[bytes]:
+    return [p.read_bytes() for p in sorted((SHARED / "fixtures" / "openlineage").glob("*.json"))]
+
+
+@requires_shared
+async def test_list_lineage_nodes_tool(db: Any) -> None:
+    """The handler in-process over a real LineageService (the stdio server is tested elsewhere)."""
+    from types import SimpleNamespace
+
+    from pydantic import ValidationError
+
+    from app.mcp_tools import load_tools
+    from app.mcp_tools.registry import ToolContext
+    from core.lineage.service import LineageService
+
+    service = LineageService(db, make_config(lineage__namespace="workbench"))
+    for body in _ol_fixture_events():
+        await service.ingest_event(body, "test")
+    spec = load_tools()["list_lineage_nodes"]
+    assert not spec.writes
+    ctx = ToolContext(session_id="t", read_only=True, ingest_roots=())
+    wb = SimpleNamespace(lineage=service)
+    found = await spec.handler(wb, ctx, spec.parse({"query": "notify"}))
+    assert [n["node_id"] for n in found.data["nodes"]] == ["job:workbench:wb_demo.notify"]
+    assert "DAG wb_demo task notify" in found.text  # known only from load's airflow run facet
+    every = await spec.handler(wb, ctx, spec.parse({"kind": "job", "limit": 2}))
+    assert [n["failing"] for n in every.data["nodes"]] == [True, True] and every.data["truncated"]
+    for bad in ({"kind": "table"}, {"limit": 0}, {"limit": 201}, {"query": ""}):
+        with pytest.raises(ValidationError):
+            spec.parse(bad)

@@ -144,3 +144,38 @@ async def test_blast_radius_needs_a_dag_or_task(db_url: str, seeded: Any) -> Non
         await pilot.pause()
         assert not pane.blast
         assert any("Pick a DAG or a task" in m for m in notifications(app))
+
+
+async def test_pick_a_task_known_only_from_a_run_facet(db_url: str, seeded: Any) -> None:
+    # notify sent no event: load's airflow run facet names it as a downstream task
+    app = tui_app(db_url)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        pane = await open_pane(pilot)
+        keys = [e.key for e in pane.catalog]
+        assert "job:workbench:wb_demo.notify" in keys and "job:workbench:wb_demo.extract" in keys
+        await pick(pilot, "notify")
+        assert pane.current.key == "job:workbench:wb_demo.notify"
+        assert "job wb_demo.notify" in str(pane.query_one("#view-title").render())
+        labels = tree_labels(pane)
+        assert any(label.startswith("wb_demo.notify") for label in labels)
+        assert "load ✗ FAIL +1" in labels  # its upstream task, through the task dependency
+        assert "### job wb_demo.notify" in pane.detail_markdown
+        assert "task `notify`" in pane.detail_markdown and "no runs yet" in pane.detail_markdown
+
+
+async def test_typing_searches_the_backend_when_the_catalog_is_cut_short(
+    db_url: str, seeded: Any
+) -> None:
+    app = tui_app(db_url)
+    async with app.run_test(size=(100, 32), notifications=True) as pilot:
+        pane = await open_pane(pilot)
+        pane.catalog_limit = 2  # only the two failing jobs get listed
+        pane.action_refresh()
+        await settle(pilot)
+        assert not pane.catalog_complete
+        assert "type to search all" in str(pane.query_one("#lineage-info").render())
+        assert "job:workbench:wb_demo.notify" not in {e.key for e in pane.catalog}
+        await pick(pilot, "job notify")  # Enter may come before the search answers
+        assert pane.current.key == "job:workbench:wb_demo.notify"
+        assert "job:workbench:wb_demo.notify" in {e.key for e in pane.catalog}
+        assert "load ✗ FAIL +1" in tree_labels(pane)

@@ -126,6 +126,44 @@ async def get_dataset_lineage(wb: Any, ctx: ToolContext, args: DatasetArgs) -> T
     return ToolResult.of(ds.to_dict(), text)
 
 
+# ------------------------------------------------------------------------- list_lineage_nodes
+MAX_NODES = 200
+
+
+class NodesArgs(ToolArgs):
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="Keep names containing every word of this, any case (e.g. 'wb_demo load', "
+        "'clean.csv'); omit to list everything.",
+    )
+    kind: Literal["job", "dataset"] | None = Field(
+        default=None, description="Only jobs (DAGs and tasks) or only datasets."
+    )
+    limit: Annotated[
+        int, Field(ge=1, le=MAX_NODES, description=f"Maximum nodes, 1-{MAX_NODES}.")
+    ] = 50
+
+
+@tool("list_lineage_nodes", NodesArgs, title="Find lineage jobs and datasets")
+async def list_lineage_nodes(wb: Any, ctx: ToolContext, args: NodesArgs) -> ToolResult:
+    """Find the jobs (Airflow DAGs and tasks) and datasets that lineage knows, by part of their
+    name: each with its node id, namespace, DAG and task id, latest run state and when it was
+    last seen; failing jobs first, then the most recently seen. Use it to get the exact node id
+    or DAG id that get_lineage_graph, get_dag_lineage or get_dataset_lineage need."""
+    found = await wb.lineage.list_nodes(args.query, args.kind, args.limit)
+    what = f" matching {args.query!r}" if args.query else ""
+    lines = [f"{len(found.nodes)} node(s){what}" + (" (more match)" if found.truncated else "")]
+    for n in found.nodes[: SHOWN * 3]:
+        state = f" [{n.state}]" if n.state else ""
+        task = f" DAG {n.dag_id} task {n.task_id}" if n.task_id else ""
+        seen = f", last seen {n.last_seen:%Y-%m-%d %H:%M}" if n.last_seen else ""
+        lines.append(f"- {n.node_id}{state}{task}{seen}")
+    lines.append(f"(from {found.lineage_source} lineage)")
+    return ToolResult.of(found.to_dict(), "\n".join(lines))
+
+
 # ------------------------------------------------------------------ stats and recent failures
 @tool("get_lineage_stats", NoArgs, title="Lineage statistics")
 async def get_lineage_stats(wb: Any, ctx: ToolContext, args: NoArgs) -> ToolResult:

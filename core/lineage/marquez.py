@@ -33,6 +33,8 @@ from core.lineage.models import (
     LineageGraph,
     LineageNode,
     LineageStats,
+    NodeList,
+    NodeSummary,
     RunInfo,
     SourceLocation,
 )
@@ -41,7 +43,10 @@ from core.lineage.queries import (
     DEFAULT_DEPTH,
     check_depth,
     check_direction,
+    check_node_args,
     dataset_status,
+    matches,
+    node_order,
     topo_order,
 )
 from core.lineage.severity import assess
@@ -124,8 +129,15 @@ class MarquezClient:
         data = await self.get(f"/jobs/runs/{quote(run_id, safe='')}/facets", {"type": "run"})
         return data.get("facets") or {}
 
-    async def search(self, query: str, kind: str | None = None) -> list[dict[str, Any]]:
-        data = await self.get("/search", {"q": query, "filter": kind, "limit": 20})
+    async def datasets(self, namespace: str) -> list[dict[str, Any]]:
+        return await self._paged(f"/namespaces/{quote(namespace, safe='')}/datasets", "datasets")
+
+    async def search(
+        self, query: str, kind: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """`GET /search?q=&filter=JOB|DATASET&limit=`: jobs and datasets whose name contains
+        `query` (Marquez: `name ILIKE '%' || q || '%'`, wildcards not escaped)."""
+        data = await self.get("/search", {"q": query, "filter": kind, "limit": limit})
         return data.get("results", [])
 
     async def events(self, **params: Any) -> dict[str, Any]:
@@ -674,6 +686,46 @@ class MarquezLineage:
             )
         return FailureList(runs=tuple(runs), lineage_source=self.source)
 
+    async def nodes(
+        self, query: str | None = None, kind: str | None = None, limit: int = 200
+    ) -> NodeList:
+        """With a query, Marquez's search (which applies its limit before any order, so failing
+        first holds within the hits it returns); without one, every namespace's jobs and
+        datasets. Job states and DAG/task ids come from the namespaces' job lists."""
+        query = check_node_args(query, kind, limit)
+        nodes: list[NodeSummary] = []
+        more = False
+        if query is not None:
+            try:
+                hits = await self.client.search(query, kind.upper() if kind else None, limit + 1)
+            except NotFoundError:
+                hits = []
+            more = len(hits) > limit
+            # Marquez does not escape % and _ in q: keep only real substring matches
+            hits = [h for h in hits if _is_hit(h) and matches(query, h["name"])]
+            jobs: dict[str, dict[str, Any]] = {}
+            for namespace in sorted({h["namespace"] for h in hits if h["type"] == "JOB"}):
+                for raw in await self.client.jobs(namespace):
+                    jobs[job_info(raw).node_id] = raw
+            for hit in hits:
+                if hit["type"] == "JOB":
+                    raw = jobs.get(job_node_id(hit["namespace"], hit["name"]))
+                    nodes.append(_job_summary(raw) if raw else _hit_summary(hit))
+                else:
+                    nodes.append(_hit_summary(hit))
+        else:
+            for namespace in await self.client.namespaces():
+                if kind in (None, "job"):
+                    nodes += [_job_summary(raw) for raw in await self.client.jobs(namespace)]
+                if kind in (None, "dataset"):
+                    nodes += [
+                        _dataset_summary(raw) for raw in await self.client.datasets(namespace)
+                    ]
+        nodes.sort(key=node_order)
+        return NodeList(
+            tuple(nodes[:limit]), query, kind, limit, more or len(nodes) > limit, self.source
+        )
+
     async def events(
         self,
         before: datetime | None = None,
@@ -695,6 +747,57 @@ class MarquezLineage:
 
 def _failed(job: JobInfo) -> bool:
     return bool(job.latest_run and job.latest_run.state in ("FAIL", "ABORT"))
+
+
+def _job_summary(raw: dict[str, Any]) -> NodeSummary:
+    """A Marquez Job (from a namespace's job list) as a NodeSummary."""
+    job = job_info(raw)
+    return NodeSummary(
+        node_id=job.node_id,
+        kind="job",
+        namespace=job.namespace,
+        name=job.name,
+        dag_id=job.dag_id,
+        task_id=job.task_id,
+        job_type=job.job_type,
+        state=job.latest_run.state if job.latest_run else None,
+        last_seen=_time(raw.get("updatedAt")),
+    )
+
+
+def _dataset_summary(raw: dict[str, Any]) -> NodeSummary:
+    ident = raw.get("id") or {}
+    namespace = ident.get("namespace") or raw.get("namespace")
+    name = ident.get("name") or raw.get("name")
+    return NodeSummary(
+        node_id=dataset_node_id(namespace, name),
+        kind="dataset",
+        namespace=namespace,
+        name=name,
+        last_seen=_time(raw.get("updatedAt")),
+    )
+
+
+def _is_hit(hit: Any) -> bool:
+    return (
+        isinstance(hit, dict)
+        and hit.get("type") in ("JOB", "DATASET")
+        and isinstance(hit.get("namespace"), str)
+        and isinstance(hit.get("name"), str)
+    )
+
+
+def _hit_summary(hit: dict[str, Any]) -> NodeSummary:
+    """A search result ({type, name, updatedAt, namespace, nodeId}) with nothing more known."""
+    kind = "job" if hit["type"] == "JOB" else "dataset"
+    make = job_node_id if kind == "job" else dataset_node_id
+    return NodeSummary(
+        node_id=make(hit["namespace"], hit["name"]),
+        kind=kind,
+        namespace=hit["namespace"],
+        name=hit["name"],
+        last_seen=_time(hit.get("updatedAt")),
+    )
 
 
 def _ended(job: JobInfo) -> datetime:

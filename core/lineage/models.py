@@ -334,6 +334,43 @@ class FailureList(_ToDict):
 
 
 @dataclass(frozen=True)
+class NodeSummary(_ToDict):
+    """One job or dataset known to the lineage backend (an entry of `list_nodes`)."""
+
+    node_id: str  # job:<ns>:<name> | dataset:<ns>:<name>
+    kind: str  # "job" | "dataset"
+    namespace: str
+    name: str
+    dag_id: str | None = None  # jobs only
+    task_id: str | None = None  # jobs only
+    job_type: str | None = None  # jobs only: DAG, TASK, ...
+    state: str | None = None  # jobs only: state of the latest run (None: no run recorded)
+    last_seen: datetime | None = None  # time of the latest event known to mention it
+
+    @property
+    def failing(self) -> bool:
+        """The latest run failed (as in LineageStats.failing_jobs)."""
+        return self.state == "FAIL"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["failing"] = self.failing
+        return out
+
+
+@dataclass(frozen=True)
+class NodeList(_ToDict):
+    """Jobs and datasets, failing jobs first, then the most recently seen."""
+
+    nodes: tuple[NodeSummary, ...]
+    query: str | None
+    kind: str | None
+    limit: int
+    truncated: bool  # more nodes matched than `limit`
+    lineage_source: str = "embedded"
+
+
+@dataclass(frozen=True)
 class IngestResult(_ToDict):
     status: str  # stored | duplicate
     event_hash: str

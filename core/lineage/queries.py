@@ -27,10 +27,12 @@ from core.lineage.models import (
     LineageGraph,
     LineageNode,
     LineageStats,
+    NodeList,
+    NodeSummary,
     RunInfo,
     SourceLocation,
 )
-from core.lineage.nodes import is_node_id, parse_node_id
+from core.lineage.nodes import NODE_TYPES, is_node_id, parse_node_id
 from core.lineage.severity import assess
 
 DEFAULT_DEPTH = 20
@@ -38,6 +40,8 @@ MAX_DEPTH = 100
 DIRECTIONS = ("up", "down", "both")
 JOB_FACETS_SHOWN = ("sourceCodeLocation", "tags", "ownership", "documentation")
 MAX_STACK_CHARS = 4000
+MAX_NODES = 1000
+MAX_NODE_QUERY_CHARS = 500
 
 _WALK = {
     # (join column of the edge with the current node, column that gives the next node)
@@ -56,6 +60,77 @@ def check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     return direction
+
+
+def check_node_args(query: str | None, kind: str | None, limit: int) -> str | None:
+    """Validate `list_nodes` arguments; the query stripped (None when blank)."""
+    if kind is not None and kind not in NODE_TYPES:
+        raise InputError(f"kind must be job or dataset (or nothing for both), got {kind!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_NODES:
+        raise InputError(f"limit must be a whole number from 1 to {MAX_NODES}, got {limit!r}")
+    query = (query or "").strip() or None
+    if query is not None and len(query) > MAX_NODE_QUERY_CHARS:
+        raise InputError(f"query is {len(query)} characters; keep it under {MAX_NODE_QUERY_CHARS}")
+    return query
+
+
+def like_patterns(query: str | None) -> list[str]:
+    """ILIKE patterns, one per whitespace-separated term (all must match), wildcards escaped."""
+    terms = (query or "").split()
+    escaped = (t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for t in terms)
+    return [f"%{t}%" for t in escaped]
+
+
+def matches(query: str | None, name: str) -> bool:
+    """The same test as `like_patterns` in Python: every term is a case-insensitive substring."""
+    low = name.lower()
+    return all(t.lower() in low for t in (query or "").split())
+
+
+def node_order(node: NodeSummary) -> tuple[bool, float, bool, str, str]:
+    """Failing jobs first, then the most recently seen, then jobs before datasets, by name."""
+    seen = -node.last_seen.timestamp() if node.last_seen else float("inf")
+    return (not node.failing, seen, node.kind != "job", node.namespace, node.name)
+
+
+# Every job and dataset with the time of the latest event known to mention it, as far as the
+# derived tables keep event times: runs, facets, the event that declared task dependencies, the
+# runs behind current inputs/outputs, a parent DAG's tasks' runs.
+NODES_SQL = r"""
+SELECT * FROM (
+    SELECT 'job' AS kind, j.namespace, j.name, j.dag_id, j.task_id, j.job_type, r.state,
+           greatest(r.last_event_time, f.t, j.deps_event_time, d.t, p.t) AS last_seen
+      FROM ol_jobs j
+      LEFT JOIN LATERAL (
+          SELECT state, last_event_time FROM ol_runs WHERE job_id = j.id
+           ORDER BY first_event_time DESC, run_id DESC LIMIT 1) r ON true
+      LEFT JOIN LATERAL (
+          SELECT max(event_time) AS t FROM ol_job_facets WHERE job_id = j.id) f ON true
+      LEFT JOIN LATERAL (
+          SELECT max(o.deps_event_time) AS t
+            FROM ol_job_deps dp JOIN ol_jobs o ON o.id = dp.declared_by
+           WHERE dp.upstream_job_id = j.id OR dp.downstream_job_id = j.id) d ON true
+      LEFT JOIN LATERAL (  -- a DAG known only as its tasks' parent: their latest runs
+          SELECT max(cr.last_event_time) AS t
+            FROM ol_jobs c JOIN ol_runs cr ON cr.job_id = c.id
+           WHERE r.last_event_time IS NULL AND f.t IS NULL AND d.t IS NULL
+             AND j.deps_event_time IS NULL AND c.parent_job_id = j.id) p ON true
+     WHERE %(jobs)s AND j.name ILIKE ALL (%(patterns)s::text[])
+    UNION ALL
+    SELECT 'dataset', ds.namespace, ds.name, NULL, NULL, NULL, NULL,
+           greatest(f.t, io.t)
+      FROM ol_datasets ds
+      LEFT JOIN LATERAL (
+          SELECT max(event_time) AS t FROM ol_dataset_facets WHERE dataset_id = ds.id) f ON true
+      LEFT JOIN LATERAL (
+          SELECT max(r.last_event_time) AS t
+            FROM ol_job_io io JOIN ol_runs r ON r.run_id = io.run_id
+           WHERE io.dataset_id = ds.id) io ON true
+     WHERE %(datasets)s AND ds.name ILIKE ALL (%(patterns)s::text[])
+) n
+ORDER BY n.state IS NOT DISTINCT FROM 'FAIL' DESC, n.last_seen DESC NULLS LAST, n.kind DESC,
+         n.namespace, n.name
+LIMIT %(limit)s"""
 
 
 def walk_sql(direction: str) -> str:
@@ -548,6 +623,33 @@ class LineageQueries:
             for r in rows
         )
         return FailureList(runs=runs, lineage_source=self.source)
+
+    async def nodes(
+        self, query: str | None = None, kind: str | None = None, limit: int = 200
+    ) -> NodeList:
+        query = check_node_args(query, kind, limit)
+        params = {
+            "jobs": kind in (None, "job"),
+            "datasets": kind in (None, "dataset"),
+            "patterns": like_patterns(query),
+            "limit": limit + 1,
+        }
+        rows = await self.db.fetchall(NODES_SQL, params)
+        nodes = tuple(
+            NodeSummary(
+                node_id=f"{r['kind']}:{r['namespace']}:{r['name']}",
+                kind=r["kind"],
+                namespace=r["namespace"],
+                name=r["name"],
+                dag_id=r["dag_id"],
+                task_id=r["task_id"],
+                job_type=r["job_type"],
+                state=r["state"],
+                last_seen=r["last_seen"],
+            )
+            for r in rows[:limit]
+        )
+        return NodeList(nodes, query, kind, limit, len(rows) > limit, self.source)
 
     async def events(
         self,

@@ -19,6 +19,11 @@ Operations for front ends (MCP tool names are the method names):
   Counts of jobs, DAGs, tasks, datasets, runs by state, failing jobs, events.
 - ``await get_recent_failures(limit: int = 20) -> FailureList``
   The latest failed runs with their error messages and how much lies downstream of each.
+- ``await list_nodes(query: str | None = None, kind: str | None = None, limit: int = 200)
+  -> NodeList`` (MCP tool: ``list_lineage_nodes``)
+  Jobs and datasets (node id, namespace, name, DAG/task ids, latest run state, last seen),
+  failing jobs first, then the most recently seen; `query` keeps names containing every
+  whitespace-separated term (case-insensitive), `kind` is "job" or "dataset", limit 1-1000.
 - ``await get_lineage_graph(node: str, depth: int = 20, direction: str = "both") -> LineageGraph``
   Directed up/downstream of a node ("up", "down" or "both") with hop counts and edge kinds;
   `.to_marquez()` gives Marquez's graph shape.
@@ -48,6 +53,7 @@ from core.lineage.models import (
     JobInfo,
     LineageGraph,
     LineageStats,
+    NodeList,
 )
 from core.lineage.queries import DEFAULT_DEPTH, LineageQueries
 from core.lineage.store import LineageStore
@@ -125,6 +131,16 @@ class LineageService:
 
     async def get_recent_failures(self, limit: int = 20) -> FailureList:
         return await self.reader.recent_failures(limit)
+
+    async def list_nodes(
+        self, query: str | None = None, kind: str | None = None, limit: int = 200
+    ) -> NodeList:
+        """Jobs and datasets, failing jobs first, then the most recently seen.
+
+        `query`: names containing every whitespace-separated term, case-insensitive (LIKE
+        wildcards are taken literally); `kind`: "job" or "dataset"; `limit`: 1-1000. Raises
+        InputError for anything else."""
+        return await self.reader.nodes(query, kind, limit)
 
     async def list_events(
         self,
