@@ -89,7 +89,10 @@ def render_hits(hits: list[Any]) -> None:
         out.print("[yellow]no results[/]")
         return
     for rank, hit in enumerate(hits, start=1):
-        where = f" › {hit.heading_path}" if hit.heading_path else ""
+        path = hit.heading_path
+        if hit.title and path.startswith(hit.title):  # the H1 is usually the title already
+            path = path[len(hit.title) :].lstrip(" >")
+        where = f" › {path}" if path else ""
         out.print(
             f"[bold]{rank}.[/] [cyan]{hit.doc_type}[/] {hit.title or hit.source_key}{where}\n"
             f"   [dim]{hit.source_key}  similarity {hit.similarity:.3f}  text {hit.text_rank:.3f}"

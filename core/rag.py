@@ -207,6 +207,15 @@ def _summary(row: dict[str, Any]) -> DocumentSummary:
     )
 
 
+def text_query_sql(query: str) -> str:
+    """The full-text side's tsquery. Plain words match ANY of them (ranked by how many and how
+    close), so a question still finds the chunks that share its terms; quotes and -negation keep
+    web-search semantics (phrases, AND NOT)."""
+    if '"' in query or re.search(r"(^|\s)-\S", query):
+        return "websearch_to_tsquery('english', %(q)s)"
+    return "replace(websearch_to_tsquery('english', %(q)s)::text, ' & ', ' | ')::tsquery"
+
+
 def glob_to_like(pattern: str) -> str:
     """A shell-style glob as a LIKE pattern (* and ? wildcards; LIKE's own wildcards escaped)."""
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -649,6 +658,7 @@ class RagStore:
           AND (%(meta)s::jsonb IS NULL OR d.metadata @> %(meta)s::jsonb)
           AND (%(since)s::timestamptz IS NULL OR d.updated_at >= %(since)s)
         """
+        tsquery = text_query_sql(query)
         sql = f"""
         WITH vec AS MATERIALIZED (
             SELECT c.id, c.embedding <=> %(emb)s::vector AS dist
@@ -659,9 +669,9 @@ class RagStore:
         ),
         vec_ranked AS (SELECT id, row_number() OVER (ORDER BY dist) AS rnk FROM vec),
         txt AS MATERIALIZED (
-            SELECT c.id, ts_rank_cd(c.tsv, websearch_to_tsquery('english', %(q)s)) AS trank
+            SELECT c.id, ts_rank_cd(c.tsv, {tsquery}) AS trank
             FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
-            WHERE %(use_txt)s AND c.tsv @@ websearch_to_tsquery('english', %(q)s) AND {filters}
+            WHERE %(use_txt)s AND c.tsv @@ {tsquery} AND {filters}
             ORDER BY trank DESC
             LIMIT %(cand)s
         ),

@@ -195,3 +195,27 @@ def test_load_config_rejects_unknown_keys(tmp_path: Path) -> None:
         cfg.get("rag.chunk_tokens") == 128
         and cfg.source("rag.chunk_tokens") == "$QWB_RAG_CHUNK_TOKENS"
     )
+
+
+async def test_full_text_matches_questions_and_keeps_negation(workbench: Any) -> None:
+    rag = workbench.rag
+    await rag.ingest_text(
+        "# Certs\n\nRenew the IdM web certificate with certmonger, then restart httpd.\n",
+        source_key="note:fts-certmonger",
+        doc_type="runbook",
+    )
+    await rag.ingest_text(
+        "# Certs by hand\n\nRenew the router certificate manually with openssl.\n",
+        source_key="note:fts-openssl",
+        doc_type="runbook",
+    )
+    question = await rag.search(
+        "how do I renew a certificate using certmonger?", mode="text", source="note:fts-"
+    )
+    assert question and question[0].source_key == "note:fts-certmonger"
+    assert question[0].text_rank > 0
+    negated = await rag.search(
+        "renew certificate -certmonger", mode="text", limit=10, source="note:fts-"
+    )
+    keys = {h.source_key for h in negated}
+    assert "note:fts-openssl" in keys and "note:fts-certmonger" not in keys
