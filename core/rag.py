@@ -669,13 +669,17 @@ class RagStore:
         ),
         vec_ranked AS (SELECT id, row_number() OVER (ORDER BY dist) AS rnk FROM vec),
         txt AS MATERIALIZED (
-            SELECT c.id, ts_rank_cd(c.tsv, {tsquery}) AS trank
+            SELECT c.id, ts_rank_cd(c.tsv, {tsquery}) AS trank, d.source_key, c.chunk_index
             FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
             WHERE %(use_txt)s AND c.tsv @@ {tsquery} AND {filters}
-            ORDER BY trank DESC
+            ORDER BY trank DESC, d.source_key, c.chunk_index  -- ties broken by stable keys
             LIMIT %(cand)s
         ),
-        txt_ranked AS (SELECT id, trank, row_number() OVER (ORDER BY trank DESC) AS rnk FROM txt),
+        txt_ranked AS (
+            SELECT id, trank,
+                   row_number() OVER (ORDER BY trank DESC, source_key, chunk_index) AS rnk
+            FROM txt
+        ),
         fused AS (
             SELECT coalesce(v.id, t.id) AS id,
                    coalesce(1.0 / (%(k)s + v.rnk), 0) + coalesce(1.0 / (%(k)s + t.rnk), 0) AS score,
@@ -687,7 +691,7 @@ class RagStore:
                1 - (c.embedding <=> %(emb)s::vector) AS similarity, f.trank, f.score
         FROM fused f JOIN rag_chunks c ON c.id = f.id JOIN rag_documents d ON d.id = c.document_id
         WHERE %(minsim)s::float8 IS NULL OR 1 - (c.embedding <=> %(emb)s::vector) >= %(minsim)s
-        ORDER BY f.score DESC, similarity DESC
+        ORDER BY f.score DESC, similarity DESC, d.source_key, c.chunk_index
         LIMIT %(limit)s
         """
         filtered = bool(doc_types or like or metadata or updated_since)
