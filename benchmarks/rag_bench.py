@@ -69,17 +69,21 @@ def pct(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> None:
     rng = random.Random(42)
     tmp = Path(tempfile.mkdtemp(prefix="qwb-bench-"))
+    data_dir = args.data_dir or str(tmp / "pgdata")
     overrides = {"database.url": args.database_url} if args.database_url else {
-        "database.data_dir": str(tmp / "pgdata")
+        "database.data_dir": data_dir
     }  # fmt: skip
     config = load_config(env={"QWB_CONFIG": str(tmp / "none.toml")}, overrides=overrides)
-    docs_dir = tmp / "docs"
-    docs_dir.mkdir()
-    ndocs = make_docs(args.chunks, docs_dir, rng)
     wb = await Workbench.open(config)
     try:
         await wb.embedder.warm_up()
-        print(f"generated {ndocs} documents in {docs_dir}", flush=True)
+        if args.queries_only:
+            await query_phase(wb, args, rng, None)
+            return
+        docs_dir = tmp / "docs"
+        docs_dir.mkdir()
+        ndocs = make_docs(args.chunks, docs_dir, rng)
+        print(f"generated {ndocs} documents in {docs_dir}; store in {data_dir}", flush=True)
 
         t0 = time.perf_counter()
         last = [t0]
@@ -106,58 +110,66 @@ async def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         await wb.embedder.embed_documents(texts)
         embed_rate = len(texts) / (time.perf_counter() - t0)
-
-        pool = sentence_pool()
-        # Distinct queries: every search pays for embedding its query (no cache hits).
-        queries = [" ".join(rng.choice(pool).split()[:8]) + f" {i}" for i in range(args.queries)]
-        unfiltered, filtered, full_k = [], [], 0
-        for q in queries:
-            t0 = time.perf_counter()
-            await wb.rag.search(q, limit=10)
-            unfiltered.append((time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            hits = await wb.rag.search(q + " x", limit=10, doc_types=["runbook"])
-            filtered.append((time.perf_counter() - t0) * 1000)
-            assert all(h.doc_type == "runbook" for h in hits)
-            full_k += len(hits) == 10
-
-        recalls = []
-        for q in queries[: args.recall_queries]:
-            vec = await wb.embedder.embed_query(q)
-            async with wb.db.transaction() as conn:
-                await conn.execute("SET LOCAL hnsw.ef_search = 100")
-                cur = await conn.execute(
-                    "SELECT id FROM rag_chunks ORDER BY embedding <=> %s::vector LIMIT 10", (vec,)
-                )
-                approx = {r["id"] for r in await cur.fetchall()}
-            async with wb.db.transaction() as conn:
-                await conn.execute("SET LOCAL enable_indexscan = off")
-                await conn.execute("SET LOCAL enable_bitmapscan = off")
-                cur = await conn.execute(
-                    "SELECT id FROM rag_chunks ORDER BY embedding <=> %s::vector LIMIT 10", (vec,)
-                )
-                exact = {r["id"] for r in await cur.fetchall()}
-            recalls.append(len(approx & exact) / 10)
-
         print()
         print(f"chunks stored                 {chunks}  ({report.counts['added']} documents)")
         print(f"ingest (store)                {ingest_rate:8.1f} chunks/s  ({ingest_s:.1f} s)")
         print(f"embedder alone, same texts    {embed_rate:8.1f} chunks/s  (sample {len(texts)})")
         print(f"ingest / embedder ratio       {ingest_rate / embed_rate:8.3f}  (1.0 = no overhead)")
-        print(
-            f"query unfiltered  p50 / p95   {statistics.median(unfiltered):7.1f} / "
-            f"{pct(unfiltered, 0.95):7.1f} ms  ({len(unfiltered)} queries, incl. embedding)"
-        )
-        print(
-            f"query 1% filtered p50 / p95   {statistics.median(filtered):7.1f} / "
-            f"{pct(filtered, 0.95):7.1f} ms  ({full_k}/{len(filtered)} returned all 10)"
-        )
-        print(
-            f"recall@10 HNSW vs exact       {statistics.mean(recalls):8.3f}  "
-            f"({len(recalls)} queries, ef_search 100)"
-        )
+        await query_phase(wb, args, rng, chunks)
     finally:
         await wb.close()
+
+
+async def query_phase(wb: Workbench, args: argparse.Namespace, rng: random.Random,
+                      chunks: int | None) -> None:  # fmt: skip
+    """Query latency (unfiltered and 1%-selective) and recall@10 of the HNSW index."""
+    if chunks is None:
+        row = await wb.db.fetchone("SELECT count(*) AS n FROM rag_chunks")
+        print(f"chunks stored                 {row['n']}  (existing store, ingest skipped)")
+    pool = sentence_pool()
+    # Distinct queries: every search pays for embedding its query (no cache hits).
+    queries = [" ".join(rng.choice(pool).split()[:8]) + f" {i}" for i in range(args.queries)]
+    unfiltered, filtered, full_k = [], [], 0
+    for q in queries:
+        t0 = time.perf_counter()
+        await wb.rag.search(q, limit=10)
+        unfiltered.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        hits = await wb.rag.search(q + " x", limit=10, doc_types=["runbook"])
+        filtered.append((time.perf_counter() - t0) * 1000)
+        assert all(h.doc_type == "runbook" for h in hits)
+        full_k += len(hits) == 10
+
+    recalls = []
+    for q in queries[: args.recall_queries]:
+        vec = await wb.embedder.embed_query(q)
+        async with wb.db.transaction() as conn:
+            await conn.execute("SET LOCAL hnsw.ef_search = 100")
+            cur = await conn.execute(
+                "SELECT id FROM rag_chunks ORDER BY embedding <=> %s::vector LIMIT 10", (vec,)
+            )
+            approx = {r["id"] for r in await cur.fetchall()}
+        async with wb.db.transaction() as conn:
+            await conn.execute("SET LOCAL enable_indexscan = off")
+            await conn.execute("SET LOCAL enable_bitmapscan = off")
+            cur = await conn.execute(
+                "SELECT id FROM rag_chunks ORDER BY embedding <=> %s::vector LIMIT 10", (vec,)
+            )
+            exact = {r["id"] for r in await cur.fetchall()}
+        recalls.append(len(approx & exact) / 10)
+
+    print(
+        f"query unfiltered  p50 / p95   {statistics.median(unfiltered):7.1f} / "
+        f"{pct(unfiltered, 0.95):7.1f} ms  ({len(unfiltered)} queries, incl. embedding)"
+    )
+    print(
+        f"query 1% filtered p50 / p95   {statistics.median(filtered):7.1f} / "
+        f"{pct(filtered, 0.95):7.1f} ms  ({full_k}/{len(filtered)} returned all 10)"
+    )
+    print(
+        f"recall@10 HNSW vs exact       {statistics.mean(recalls):8.3f}  "
+        f"({len(recalls)} queries, ef_search 100)"
+    )
 
 
 def main() -> None:
@@ -167,6 +179,12 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=100)
     parser.add_argument("--embed-sample", type=int, default=2000)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--data-dir", default=None, help="Embedded store to use (kept afterwards).")
+    parser.add_argument(
+        "--queries-only",
+        action="store_true",
+        help="Skip generation and ingest; measure queries on the existing store.",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

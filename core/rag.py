@@ -669,7 +669,7 @@ class RagStore:
         ),
         vec_ranked AS (SELECT id, row_number() OVER (ORDER BY dist) AS rnk FROM vec),
         txt AS MATERIALIZED (
-            SELECT c.id, ts_rank_cd(c.tsv, {tsquery}) AS trank, d.source_key, c.chunk_index
+            SELECT c.id, ts_rank(c.tsv, {tsquery}) AS trank, d.source_key, c.chunk_index
             FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
             WHERE %(use_txt)s AND c.tsv @@ {tsquery} AND {filters}
             ORDER BY trank DESC, d.source_key, c.chunk_index  -- ties broken by stable keys
