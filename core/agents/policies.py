@@ -15,6 +15,7 @@ The engine is pure (no I/O); the Manager logs every evaluation in ``agent_decisi
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,13 +193,15 @@ class PolicyOutcome:
         }
 
 
-class Policy:
+class Policy(ABC):
+    """One of the four policies: `evaluate` says allow / escalate / plan / override, and why."""
+
     name = "policy"
     priority = 0
     decision_type = "task_execution"
 
-    def evaluate(self, ctx: PolicyContext) -> PolicyEvaluation:
-        raise NotImplementedError
+    @abstractmethod
+    def evaluate(self, ctx: PolicyContext) -> PolicyEvaluation: ...
 
     def _result(self, action: str, *reasons: str, **kw: Any) -> PolicyEvaluation:
         return PolicyEvaluation(
