@@ -819,7 +819,7 @@ class _Merger:
             self.notes.append("lineage events skipped: this qwb has no lineage store")
             return
         store = LineageStore(self.wb.db)
-        apply = getattr(store, "apply_on", None) or store._apply
+        apply = store.apply_on
         for row in self.bundle.rows("lineage_events"):
             try:
                 event = parse_event(row["event"])

@@ -196,6 +196,7 @@ async def _open_pool(url: str, min_size: int, max_size: int) -> Any:
         kwargs={"row_factory": dict_row, "autocommit": True, "prepare_threshold": None},
         configure=_configure,
         check=AsyncConnectionPool.check_connection,
+        timeout=float(os.environ.get("QWB_DB_WAIT_TIMEOUT", "10")),  # wait for a connection
         open=False,
         name="qwb",
     )

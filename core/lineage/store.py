@@ -133,6 +133,11 @@ class LineageStore:
 
     # -- one event ---------------------------------------------------------------------------
 
+    async def apply_on(self, conn: Any, ev: LineageEvent, source: str) -> bool:
+        """Store one validated event and update the derived tables on the caller's connection
+        (inside the caller's transaction, e.g. a bundle import). True if it was new."""
+        return await self._apply(conn, ev, source)
+
     async def _apply(self, conn: Any, ev: LineageEvent, source: str) -> bool:
         cur = await conn.execute(
             """INSERT INTO lineage_events (event_hash, event_kind, event_type, event_time, run_id,
