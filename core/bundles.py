@@ -148,7 +148,10 @@ def _jsonable(value: Any) -> Any:
 
 
 async def _columns(conn: Any, table: str) -> dict[str, str]:
-    """Stored (non-generated) columns of a table -> their SQL type, in table order."""
+    """Stored (non-generated) columns of a table -> their SQL type, in table order.
+
+    Import SQL names only these catalog columns (bundle keys are filtered through them) and
+    tables from the fixed TABLES list; every value is a bound parameter."""
     cur = await conn.execute(
         """
         SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type
