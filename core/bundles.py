@@ -32,6 +32,7 @@ from uuid import UUID
 import numpy as np
 
 from core.errors import InputError, ModelMismatchError
+from core.textcheck import find_nul
 
 FORMAT = "qwb-bundle"
 FORMAT_VERSION = 1
@@ -347,6 +348,12 @@ class _Verified:
                     ) from None
                 if not isinstance(row, dict):
                     raise BundleError(f"{member['file']} line {n} is not an object")
+                where = find_nul(row)
+                if where is not None:
+                    raise BundleError(
+                        f"{member['file']} line {n}: {where} holds a NUL character (\\u0000), "
+                        "which PostgreSQL cannot store; nothing imported"
+                    )
                 yield row
 
 

@@ -35,6 +35,7 @@ from core.embedded_pg import (
     start_embedded,
 )
 from core.errors import ConfigError, DatabaseUnavailable, InputError
+from core.textcheck import NUL_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,10 @@ __all__ = [
     "start_embedded",
 ]
 
-NUL_MESSAGE = (
-    "the text contains a NUL character (\\0 / \\u0000), which PostgreSQL cannot store; "
-    "remove it and try again"
-)
-
 # ---------------------------------------------------------------------------------- masking
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(.*)(@)", re.IGNORECASE)
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+_BARE_PASSWORD = re.compile(r"^(\s*[^\s:/@=]*:)([^\s]*)(@[^@\s]*)$")  # user:pw@host, no scheme
 
 
 def redact_url(url: str) -> str:
@@ -64,11 +61,13 @@ def redact_url(url: str) -> str:
 
     Works on malformed URLs too (the password is everything between `user:` and the last `@`)."""
     masked = _URL_PASSWORD.sub(r"\1***\3", url)
+    if "://" not in masked:
+        masked = _BARE_PASSWORD.sub(r"\1***\3", masked)
     return _KV_PASSWORD.sub(r"\1***", masked)
 
 
 def _password_of(url: str) -> str | None:
-    for pattern, group in ((_URL_PASSWORD, 2), (_KV_PASSWORD, 2)):
+    for pattern, group in ((_URL_PASSWORD, 2), (_KV_PASSWORD, 2), (_BARE_PASSWORD, 2)):
         match = pattern.search(url)
         if match and match.group(group) not in ("", "***"):
             return match.group(group).strip("'")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.cli_common import to_jsonable
 from core.errors import InputError
+from core.textcheck import find_nul
 
 MAX_ERROR_INPUT_CHARS = 80
 
@@ -89,25 +90,6 @@ class ToolSpec:
                 "cannot store or search; remove it"
             )
         return self.args.model_validate_json(json.dumps(arguments or {}))
-
-
-def find_nul(value: Any, where: str = "") -> str | None:
-    """The dotted location of the first string (or key) holding a NUL character, else None."""
-    stack: list[tuple[Any, str]] = [(value, where)]
-    while stack:
-        node, at = stack.pop()
-        if isinstance(node, str):
-            if "\x00" in node:
-                return at or "value"
-        elif isinstance(node, dict):
-            for key, sub in node.items():
-                name = f"{at}.{key}" if at else str(key)
-                if "\x00" in str(key):
-                    return name
-                stack.append((sub, name))
-        elif isinstance(node, list):
-            stack.extend((sub, f"{at}[{i}]") for i, sub in enumerate(node))
-    return None
 
 
 TOOLS: dict[str, ToolSpec] = {}
