@@ -19,7 +19,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Config
+from core.db_url import check_url, mask_in, redact_url
 from core.embedded_pg import (
     EMBEDDED_DB_NAME,
     forget_dead_server,
@@ -49,55 +49,6 @@ __all__ = [
     "redact_url",
     "start_embedded",
 ]
-
-# ---------------------------------------------------------------------------------- masking
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(.*)(@)", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
-_BARE_PASSWORD = re.compile(r"^(\s*[^\s:/@=]*:)([^\s]*)(@[^@\s]*)$")  # user:pw@host, no scheme
-
-
-def redact_url(url: str) -> str:
-    """The URL or `key=value` conninfo with its password replaced by ***, for logs and messages.
-
-    Works on malformed URLs too (the password is everything between `user:` and the last `@`)."""
-    masked = _URL_PASSWORD.sub(r"\1***\3", url)
-    if "://" not in masked:
-        masked = _BARE_PASSWORD.sub(r"\1***\3", masked)
-    return _KV_PASSWORD.sub(r"\1***", masked)
-
-
-def _password_of(url: str) -> str | None:
-    for pattern, group in ((_URL_PASSWORD, 2), (_KV_PASSWORD, 2), (_BARE_PASSWORD, 2)):
-        match = pattern.search(url)
-        if match and match.group(group) not in ("", "***"):
-            return match.group(group).strip("'")
-    return None
-
-
-def mask_in(text: str, url: str | None) -> str:
-    """`text` (a driver message) as one line, without the password of `url` anywhere in it."""
-    flat = " ".join(str(text).split())
-    if url:
-        password = _password_of(url)
-        if password:
-            flat = flat.replace(password, "***")
-        flat = flat.replace(url, redact_url(url))
-    return redact_url(flat)
-
-
-def check_url(url: str, origin: str = "database.url") -> None:
-    """Refuse a database.url libpq cannot parse, in one line without its password."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        conninfo_to_dict(url)
-    except psycopg.Error as exc:
-        raise ConfigError(
-            f"database.url ({origin}) is not a valid PostgreSQL URL: {mask_in(str(exc), url)}; "
-            "expected postgresql://USER:PASSWORD@HOST:5432/DBNAME (percent-encode special "
-            "characters in the password)"
-        ) from None
 
 
 # ----------------------------------------------------------------------------- log routing
@@ -316,13 +267,13 @@ class Database:
         raise DatabaseUnavailable("the database kept restarting while this waited; retry")
 
     async def _wait_for_recovery(self) -> None:
-        """While this process restarts the embedded server, wait for it a little (as long as
-        an outage takes to report), then say so rather than keep the caller waiting."""
+        """While this process restarts the embedded server, wait for it a little (`check_after`,
+        so the caller hears within `outage_report` either way), then say so."""
         recovery = self._recovery
         if recovery is None or recovery.done():
             return
         with contextlib.suppress(TimeoutError, Exception):
-            await asyncio.wait_for(asyncio.shield(recovery), self.timeouts.outage_report)
+            await asyncio.wait_for(asyncio.shield(recovery), self.timeouts.check_after)
         if not recovery.done():
             raise DatabaseUnavailable(
                 "the embedded database stopped; qwb is restarting it: retry in a few seconds",

@@ -35,7 +35,8 @@ ROUND_COMMANDS = [
 ROUNDS = 10
 
 
-def _env(pgdata: Path, **extra: str) -> dict[str, str]:
+def embedded_env(pgdata: Path, **extra: str) -> dict[str, str]:
+    """Environment for a qwb process on its own embedded server in `pgdata`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWB_")}
     env.update(QWB_CONFIG=NO_CONFIG, QWB_DATABASE_DATA_DIR=str(pgdata),
                LITELLM_LOCAL_MODEL_COST_MAP="True", **extra)  # fmt: skip
@@ -88,7 +89,7 @@ def test_four_processes_start_together_on_a_fresh_data_dir_ten_times() -> None:
     for n in range(ROUNDS):
         pgdata = base / f"round{n}" / "pgdata"
         try:
-            results = run_together(ROUND_COMMANDS, _env(pgdata))
+            results = run_together(ROUND_COMMANDS, embedded_env(pgdata))
         finally:
             _stop_leftover(pgdata)
         for cmd, (code, _out, err) in zip(ROUND_COMMANDS, results, strict=True):

@@ -100,7 +100,7 @@ def test_a_malformed_database_url_is_one_line_without_its_password(url: str) -> 
 
 
 def test_redact_url_handles_odd_urls() -> None:
-    from core.db import mask_in, redact_url
+    from core.db_url import mask_in, redact_url
 
     assert redact_url("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
     assert redact_url("host=h password='a b' user=u") == "host=h password=*** user=u"
