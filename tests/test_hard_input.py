@@ -496,3 +496,16 @@ def test_qwb_import_of_a_bomb_is_one_line(db_url: str, tmp_path: Path) -> None:
     proc = subprocess.run([*QWB, "import", str(bomb)], cwd=REPO, env=cli_env(db_url),
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     one_line(proc, "is corrupted or was tampered with", "nothing imported")
+
+
+def test_mcp_docs_show_working_client_setup() -> None:
+    """Claude Code's `-e` takes several values: the server name must come before it. Clients
+    pass only a few variables to servers: the docs say so and show `env`."""
+    text = (REPO / "docs" / "mcp.md").read_text()
+    commands = [line.split() for line in text.splitlines() if line.startswith("claude mcp add")]
+    assert commands
+    for words in commands:
+        for option in ("-e", "--env"):
+            if option in words:
+                assert words.index("qwb") < words.index(option), " ".join(words)
+    assert '"env": {' in text and "HOME" in text and "QWB_DATABASE_URL" in text
