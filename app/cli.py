@@ -8,11 +8,15 @@ from __future__ import annotations
 import click
 
 from app.cli_admin import config_cmd, db_group, doctor_cmd
-from app.cli_common import setup_logging
+from app.cli_common import QwbGroup, setup_logging
 from app.cli_rag import demo_cmd, docs_group, ingest_cmd, reindex_cmd, search_cmd
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=QwbGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--config",
     "config_path",

@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from app.cli_common import emit, fail, get_config, json_option, run_async, run_workbench
+from app.cli_common import (
+    emit,
+    fail,
+    get_config,
+    json_option,
+    read_text_input,
+    run_async,
+    run_workbench,
+)
 
 SPEAKER_STYLE = {
     "operator": "bold cyan",
@@ -155,7 +163,7 @@ def run_cmd(
 ) -> None:
     """Give the Manager a TASK; prints the conversation as it happens."""
     if error_file is not None:
-        error = error_file.read_text(encoding="utf-8", errors="replace")
+        error = read_text_input(error_file, "error text")
     _preflight_llm()
     printer = None if as_json else EventPrinter()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -38,6 +39,49 @@ def fail(message: str, code: int = 1) -> None:
     raise SystemExit(code)
 
 
+class QwbGroup(click.Group):
+    """The `qwb` group: an engine error raised anywhere in a command (not only inside
+    run_async) is one red line and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QwbError as exc:
+            fail(str(exc))
+
+
+MAX_TEXT_CHARS = 100_000  # what the engine stores of one error text (core/troubleshooting.py)
+
+
+def read_text_input(source: str | Path, what: str, *, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """The text of a file, or of stdin for '-', never reading more than it may keep.
+
+    At most 4 bytes per character are read (UTF-8's widest): a larger input (/dev/zero, a
+    400 MB pipe, a huge log) is refused in one line after that, never read whole. A pipe or
+    device (`--error-file <(cmd)`) is read like a file, up to the same bound."""
+    limit = max_chars * 4
+    if str(source) == "-":
+        name, data = "stdin", sys.stdin.buffer.read(limit + 1)
+    else:
+        path = Path(source).expanduser()
+        name = str(path)
+        try:
+            with path.open("rb") as fh:
+                if os.fstat(fh.fileno()).st_size > limit:
+                    data = b"x" * (limit + 1)  # a regular file this large: not read at all
+                else:
+                    data = fh.read(limit + 1)
+        except OSError as exc:
+            fail(f"cannot read the {what} from {path}: {exc.strerror or exc}")
+            raise  # unreachable
+    if len(data) > limit:
+        fail(
+            f"{name} holds more than {limit} bytes; the {what} can be at most {max_chars} "
+            "characters: pass the relevant part (e.g. the last 200 lines: tail -n 200)"
+        )
+    return data.decode("utf-8", errors="replace")
+
+
 def get_config(ctx: click.Context | None = None) -> Config:
     ctx = ctx or click.get_current_context(silent=True)
     obj = (ctx.find_root().obj if ctx else None) or {}
@@ -69,11 +113,32 @@ def run_workbench(fn: Callable[[Any], Awaitable[T]], config: Config | None = Non
     async def _main() -> T:
         wb = await Workbench.open(config)
         try:
-            return await fn(wb)
+            return await unless_database_stops(wb.db, fn(wb))
         finally:
             await wb.close()
 
     return run_async(_main())
+
+
+async def unless_database_stops(db: Any, work: Awaitable[T]) -> T:
+    """Run `work`; if the embedded database stops meanwhile, say so in one line at once (work
+    such as embedding a batch may not touch the database for a while), cancel the work and
+    exit 1 once it has wound down."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(db.wait_until_down())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() or not watch.done():
+            return await task
+        click.secho(f"error: {' '.join(str(watch.result()).split())}", fg="red", err=True)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise SystemExit(1)
+    finally:
+        for pending in (watch, task):
+            if not pending.done():
+                pending.cancel()
 
 
 def to_jsonable(value: Any) -> Any:

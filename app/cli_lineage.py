@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 
-from app.cli_common import console, emit, fail, get_config, json_option, run_workbench
+from app.cli_common import (
+    console,
+    emit,
+    fail,
+    get_config,
+    json_option,
+    run_async,
+    run_workbench,
+)
 
 STATE_STYLE = {
     "FAIL": "red",
@@ -460,6 +468,7 @@ def serve_cmd(
             "write lineage events. Set lineage.serve_token (or QWB_LINEAGE_SERVE_TOKEN), or pass "
             "--insecure-no-token on a trusted network"
         )
+    _preflight(config, host, port)
     import uvicorn
 
     from app.http import create_app
@@ -471,3 +480,20 @@ def serve_cmd(
     )
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False,
                 proxy_headers=False, timeout_graceful_shutdown=5)  # fmt: skip
+
+
+def _preflight(config: Any, host: str, port: int) -> None:
+    """Fail in one line before serving: the port is taken, or the database is unusable (no
+    pgvector, unreachable). Uvicorn would find both only after opening everything."""
+    from app.http import listen_problem
+    from core.db import Database
+
+    problem = listen_problem(host, port)
+    if problem:
+        fail(problem)
+
+    async def check() -> None:
+        db = await Database.connect(config)  # migrations included: pgvector is required
+        await db.close()
+
+    run_async(check())

@@ -71,9 +71,7 @@ def mcp_cmd(
         fail("--session-id must be 1 to 250 characters")
     from app.mcp_server import ServerOptions, configure_logging, serve
 
-    roots = tuple(str(p.expanduser()) for p in ingest_roots) or tuple(
-        str(Path(p).expanduser()) for p in config.get("mcp.ingest_roots") or ()
-    )
+    roots = _ingest_roots(ingest_roots, config.get("mcp.ingest_roots") or [])
     configure_logging(ctx.find_root().params.get("log_level"), str(log_file or "") or
                       config.get("mcp.log_file"))  # fmt: skip
     options = ServerOptions(
@@ -83,3 +81,22 @@ def mcp_cmd(
         preload=preload,
     )
     serve(config, options)
+
+
+def _ingest_roots(given: tuple[Path, ...], configured: list[str]) -> tuple[str, ...]:
+    """The ingest roots, each an existing directory, absolute; else one line and exit."""
+    origin = "--ingest-root" if given else "mcp.ingest_roots"
+    roots = []
+    for raw in given or tuple(Path(p) for p in configured):
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:  # ~nosuchuser
+            fail(f"{origin} {str(raw)!r}: no such user's home directory")
+            raise  # unreachable
+        if not path.is_dir():
+            fail(
+                f"{origin} {str(raw)!r} is not an existing directory; create it or fix the path "
+                "(ingest_to_rag may only read files under existing roots)"
+            )
+        roots.append(str(path.absolute()))
+    return tuple(roots)

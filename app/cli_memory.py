@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import click
 
-from app.cli_common import console, emit, fail, json_option, run_workbench
+from app.cli_common import console, emit, fail, json_option, read_text_input, run_workbench
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -39,13 +38,7 @@ def _read_text(value: str | None, file: Path | None, what: str) -> str | None:
         return value
     if value:
         fail(f"give the {what} as text or as a file, not both")
-    if str(file) == "-":
-        return sys.stdin.read()
-    try:
-        return file.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        fail(f"cannot read {file}: {exc.strerror}")
-        raise  # unreachable
+    return read_text_input(file, f"{what} text")
 
 
 def _e(text: Any) -> str:

@@ -43,8 +43,55 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message, "code": status}, status_code=status, headers=headers)
 
 
+SUPPORTED_ENCODINGS = ("gzip", "identity")
+MAX_OFFSET = 1_000_000_000
+
+
+class UnsupportedEncoding(Exception):
+    """A Content-Encoding we cannot decode (answered 415 before the body is read)."""
+
+
+def content_encodings(header: str | None) -> list[str]:
+    """The body's encodings, in the order they were applied; 415 for one we cannot undo."""
+    found = []
+    for raw in (header or "").split(","):
+        name = raw.strip().lower()
+        if name in ("", "identity"):
+            continue
+        if name not in ("gzip", "x-gzip"):
+            raise UnsupportedEncoding(
+                f"unsupported Content-Encoding {raw.strip()!r}; send the body uncompressed or "
+                f"with one of: {', '.join(SUPPORTED_ENCODINGS)}"
+            )
+        found.append("gzip")
+    return found
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Every gzip member of `data` (RFC 1952 allows several, `cat a.gz b.gz`), at most `limit`
+    bytes out; a corrupt or truncated stream is an InputError saying which."""
+    out = bytearray()
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits=31)  # gzip framing only
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise InputError(f"corrupt gzip body ({exc}); send valid gzip or no encoding") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise BodyTooLarge
+        if not inflater.eof:
+            raise InputError("truncated gzip body: it ends before the gzip stream does")
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):  # trailing zero padding, as gzip(1) allows
+            break
+    return bytes(out)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body (gunzipped when Content-Encoding says so), refusing more than `limit`."""
+    """The request body (gunzipped when Content-Encoding says so), refusing more than `limit`
+    bytes on the wire or decoded."""
+    encodings = content_encodings(request.headers.get("content-encoding"))
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
@@ -56,15 +103,36 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
     body = b"".join(chunks)
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise InputError(f"the body is not valid gzip: {exc}") from None
-        if len(body) > limit or inflater.unconsumed_tail:
-            raise BodyTooLarge
+    for _ in encodings:  # every one is gzip
+        body = gunzip(body, limit)
     return body
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why `qwb serve` could not listen on host:port (checked before anything is opened), or
+    None. Binds and closes a socket as uvicorn will (SO_REUSEADDR), so TIME_WAIT is no problem."""
+    import errno
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}; check --host or lineage.serve_host"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (another qwb serve?); stop that "
+                    "process or pick another port with --port or lineage.serve_port"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -78,14 +146,18 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
         raise InputError(f"{name} must be an ISO 8601 date-time, got {value!r}") from None
 
 
-def _int(request: Request, name: str, default: int) -> int:
+def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InputError(f"{name} must be a whole number, got {raw!r}") from None
+    shown = raw if len(raw) <= 40 else raw[:39] + "…"
+    text = raw.strip()
+    if not text.lstrip("-").isdigit() or len(text) > 20:
+        raise InputError(f"{name} must be a whole number from {low} to {high}, got {shown!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise InputError(f"{name} must be from {low} to {high}, got {shown}")
+    return value
 
 
 def create_app(
@@ -106,7 +178,7 @@ def create_app(
             return
         from core.engine import Workbench
 
-        app.state.wb = await Workbench.open(config)
+        app.state.wb = await Workbench.open(config, restart_database=True)
         try:
             yield
         finally:
@@ -136,6 +208,8 @@ def create_app(
                 return await handler(request)
             except BodyTooLarge:
                 return _error(413, f"the body is larger than {max_body} bytes")
+            except UnsupportedEncoding as exc:
+                return _error(415, str(exc), **{"Accept-Encoding": ", ".join(SUPPORTED_ENCODINGS)})
             except NotFoundError as exc:
                 return _error(404, str(exc))
             except InputError as exc:
@@ -154,7 +228,7 @@ def create_app(
         node = request.query_params.get("nodeId")
         if not node:
             raise InputError("nodeId is required, e.g. ?nodeId=job:<namespace>:<name>")
-        depth = _int(request, "depth", 20)
+        depth = _int(request, "depth", 20, 1, 100)
         direction = request.query_params.get("direction", "both")
         graph = await lineage(request).get_lineage_graph(node, depth, direction)
         return JSONResponse(graph.to_marquez())
@@ -164,8 +238,8 @@ def create_app(
             before=_parse_time(request.query_params.get("before"), "before"),
             after=_parse_time(request.query_params.get("after"), "after"),
             sort=request.query_params.get("sortDirection", "desc").lower(),
-            limit=_int(request, "limit", 100),
-            offset=_int(request, "offset", 0),
+            limit=_int(request, "limit", 100, 0, 1000),
+            offset=_int(request, "offset", 0, 0, MAX_OFFSET),
         )
         return JSONResponse(page.to_marquez())
 

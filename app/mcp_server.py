@@ -150,7 +150,7 @@ class WorkbenchHolder:
 
                 self.start_warm_up()
                 started = time.perf_counter()
-                self._wb = await Workbench.open(self.config)
+                self._wb = await Workbench.open(self.config, restart_database=True)
                 log.info("workbench opened in %.2fs", time.perf_counter() - started)
         return self._wb
 
@@ -207,6 +207,15 @@ def _is_database_error(exc: BaseException) -> bool:
     )
 
 
+def _worth_one_retry(exc: BaseException) -> bool:
+    """A read may be retried once when its connection died under it, or while this process
+    restarts the embedded database (the retry waits for the restart); not when the server is
+    simply down, which would only double the wait for the same answer."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc.restarting
+    return _is_database_error(exc)
+
+
 def classify_error(tool_name: str, exc: BaseException) -> tuple[str, str]:
     """(kind, one-line message) for a failed call."""
     if isinstance(exc, ReadOnlyRefused):
@@ -217,6 +226,8 @@ def classify_error(tool_name: str, exc: BaseException) -> tuple[str, str]:
         return "not_found", str(exc)
     if isinstance(exc, InputError):
         return "invalid_input", str(exc)
+    if isinstance(exc, DatabaseUnavailable):  # already one line with what to do
+        return "database_unavailable", " ".join(str(exc).split())
     if _is_database_error(exc):
         detail = " ".join(str(exc).split())[:300]
         return "database_unavailable", (
@@ -344,7 +355,7 @@ class McpApp:
         try:
             return await spec.handler(wb, ctx, args)
         except Exception as exc:
-            if spec.writes or not _is_database_error(exc):
+            if spec.writes or not _worth_one_retry(exc):
                 raise
             log.warning("tool %s: database error (%s); retrying once", spec.name, exc)
             return await spec.handler(wb, ctx, args)
@@ -382,11 +393,11 @@ class McpApp:
         return server
 
     async def serve_stdio(self) -> None:
-        from mcp.server.stdio import stdio_server
+        from app.mcp_transport import stdio_transport  # answers what the SDK would drop
 
         server = self.build_server()
         try:
-            async with stdio_server() as (read_stream, write_stream):
+            async with stdio_transport() as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())
         finally:
             await self.holder.close()

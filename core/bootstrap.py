@@ -18,6 +18,7 @@ from typing import Any
 
 from core.dag_parser import DagInfo, parse_dag_file, parse_dag_source
 from core.errors import InputError, NotFoundError
+from core.files import read_text_head
 from core.health import HealthChecker, HealthReport, Probe
 from core.rag import IngestItem, IngestProgress, IngestReport, infer_doc_type
 
@@ -602,7 +603,7 @@ def _is_dag(path: Path, info: DagInfo) -> bool:
     if info.error is None:
         return False
     try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:50_000]
+        head = read_text_head(path, 50_000)
     except OSError:
         return False
     return bool(re.search(r"\bDAG\s*\(|@dag\b", head))
@@ -620,7 +621,7 @@ def _read_metas(
     out = {}
     for f in files:
         try:
-            text = f.read_text(encoding="utf-8", errors="replace")[:200_000]
+            text = read_text_head(f, 200_000)
         except OSError:
             continue
         out[f] = fn(f, text)

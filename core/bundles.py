@@ -20,6 +20,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -31,6 +32,7 @@ from uuid import UUID
 import numpy as np
 
 from core.errors import InputError, ModelMismatchError
+from core.textcheck import find_nul
 
 FORMAT = "qwb-bundle"
 FORMAT_VERSION = 1
@@ -346,6 +348,12 @@ class _Verified:
                     ) from None
                 if not isinstance(row, dict):
                     raise BundleError(f"{member['file']} line {n} is not an object")
+                where = find_nul(row)
+                if where is not None:
+                    raise BundleError(
+                        f"{member['file']} line {n}: {where} holds a NUL character (\\u0000), "
+                        "which PostgreSQL cannot store; nothing imported"
+                    )
                 yield row
 
 
@@ -354,61 +362,93 @@ def _corrupt(path: Path, why: str) -> BundleError:
 
 
 def verify_bundle(path: Path, folder: Path) -> dict[str, Any]:
-    """Extract the members of a bundle into `folder`, checking names, sizes and checksums."""
+    """Extract the members of a bundle into `folder`, checking names, sizes and checksums.
+
+    The tar is streamed: each member's header is checked (name expected, regular file, size as
+    the manifest says) before a byte of it is extracted, and the manifest, which comes first,
+    must declare a total that fits the disk. A tar bomb is refused at its first header, not
+    after inflating it."""
     if not path.is_file():
         raise BundleError(f"bundle {path} does not exist")
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            members = tar.getmembers()
-            names = [m.name for m in members]
-            if len(set(names)) != len(names):
-                raise _corrupt(path, "a member appears twice")
-            by_name = {m.name: m for m in members}
-            if MANIFEST not in by_name:
-                raise _corrupt(path, "no manifest.json")
-            minfo = by_name[MANIFEST]
-            if not minfo.isfile() or minfo.size > MAX_MANIFEST_BYTES:
-                raise _corrupt(path, "manifest.json is not a small regular file")
-            raw = tar.extractfile(minfo).read()  # type: ignore[union-attr]
-            try:
-                manifest = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise _corrupt(path, "manifest.json is not JSON") from None
-            _check_manifest(path, manifest)
+        with tarfile.open(path, "r|gz") as tar:
+            manifest = _read_manifest(path, tar)
             expected = {m["file"]: m for m in manifest["tables"].values()}
-            extra = set(by_name) - set(expected) - {MANIFEST}
-            if extra:
-                raise _corrupt(path, f"unexpected member(s) {sorted(extra)}")
-            for file, meta in expected.items():
-                info = by_name.get(file)
-                if info is None:
-                    raise _corrupt(path, f"member {file} is missing")
+            _check_space(path, folder, sum(m["bytes"] for m in expected.values()))
+            seen: set[str] = set()
+            while (info := tar.next()) is not None:  # not `for`: it restarts at the manifest
+                meta = expected.get(info.name)
+                if info.name == MANIFEST or info.name in seen:
+                    raise _corrupt(path, f"member {info.name} appears twice")
+                if meta is None:
+                    raise _corrupt(path, f"unexpected member {info.name!r}")
                 if not info.isfile():
-                    raise _corrupt(path, f"member {file} is not a regular file")
+                    raise _corrupt(path, f"member {info.name} is not a regular file")
                 if info.size != meta["bytes"]:
                     raise _corrupt(
-                        path, f"member {file} has {info.size} bytes, not {meta['bytes']}"
+                        path, f"member {info.name} has {info.size} bytes, not {meta['bytes']}"
                     )
-                sha, lines = hashlib.sha256(), 0
-                src = tar.extractfile(info)
-                assert src is not None
-                with open(folder / file, "wb") as out:
-                    while block := src.read(1 << 20):
-                        sha.update(block)
-                        lines += block.count(b"\n")
-                        out.write(block)
-                if sha.hexdigest() != meta["sha256"]:
-                    raise _corrupt(path, f"member {file} does not match its sha256")
-                if (
-                    lines != meta["rows"]
-                    or manifest["counts"].get(_table_of(manifest, file)) != lines
-                ):
-                    raise _corrupt(path, f"member {file} has {lines} rows, not {meta['rows']}")
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                seen.add(info.name)
+                _extract_checked(path, tar, info, meta, manifest, folder)
+            missing = sorted(set(expected) - seen)
+            if missing:
+                raise _corrupt(path, f"member {missing[0]} is missing")
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
         if isinstance(exc, BundleError):
             raise
         raise _corrupt(path, f"not a readable gzip'd tar ({type(exc).__name__}: {exc})") from None
     return manifest
+
+
+def _read_manifest(path: Path, tar: tarfile.TarFile) -> dict[str, Any]:
+    """The first member, manifest.json: small, regular, a qwb manifest."""
+    minfo = tar.next()
+    if minfo is None or minfo.name != MANIFEST:
+        raise _corrupt(path, "manifest.json is not its first member")
+    if not minfo.isfile() or minfo.size > MAX_MANIFEST_BYTES:
+        raise _corrupt(path, "manifest.json is not a small regular file")
+    source = tar.extractfile(minfo)
+    assert source is not None
+    raw = source.read(MAX_MANIFEST_BYTES + 1)
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _corrupt(path, "manifest.json is not JSON") from None
+    _check_manifest(path, manifest)
+    return manifest
+
+
+def _check_space(path: Path, folder: Path, declared: int) -> None:
+    """The members are extracted to `folder` before the import: they must fit."""
+    free = shutil.disk_usage(folder).free
+    if declared > free - 64 * 1024 * 1024:
+        raise BundleError(
+            f"bundle {path} declares {declared} bytes of data, more than the "
+            f"{free} bytes free in {folder.parent}; free some space or set TMPDIR to a larger "
+            "disk; nothing imported"
+        )
+
+
+def _extract_checked(
+    path: Path,
+    tar: tarfile.TarFile,
+    info: tarfile.TarInfo,
+    meta: dict[str, Any],
+    manifest: dict[str, Any],
+    folder: Path,
+) -> None:
+    sha, lines = hashlib.sha256(), 0
+    src = tar.extractfile(info)
+    assert src is not None
+    with open(folder / info.name, "wb") as out:
+        while block := src.read(1 << 20):
+            sha.update(block)
+            lines += block.count(b"\n")
+            out.write(block)
+    if sha.hexdigest() != meta["sha256"]:
+        raise _corrupt(path, f"member {info.name} does not match its sha256")
+    if lines != meta["rows"] or manifest["counts"].get(_table_of(manifest, info.name)) != lines:
+        raise _corrupt(path, f"member {info.name} has {lines} rows, not {meta['rows']}")
 
 
 def _table_of(manifest: dict[str, Any], file: str) -> str | None:
@@ -432,6 +472,7 @@ def _check_manifest(path: Path, manifest: Any) -> None:
         ok = isinstance(meta, dict) and meta.get("file") == f"{name}.jsonl"
         ok = ok and isinstance(meta.get("sha256"), str) and isinstance(meta.get("rows"), int)
         ok = ok and isinstance(meta.get("bytes"), int) and isinstance(meta.get("columns"), list)
+        ok = ok and meta["bytes"] >= 0 and meta["rows"] >= 0
         if not ok:
             raise _corrupt(path, f"manifest entry for {name} is malformed")
     if manifest.get("vector_encoding") != VECTOR_ENCODING:

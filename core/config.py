@@ -6,6 +6,7 @@ are errors naming the key and the file. Sections and keys are declared once, in 
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 from core.errors import ConfigError
 
 APP_NAME = "qwb"
+MAX_CONFIG_BYTES = 1_000_000
 
 # section -> key -> default. None means "unset". Types are taken from the default when it is set,
 # or from TYPES below when the default is None.
@@ -125,6 +127,42 @@ TYPES: dict[tuple[str, str], type] = {
 
 SECRET_KEYS = {("llm", "api_key"), ("lineage", "serve_token"), ("database", "url")}
 
+# Allowed ranges (inclusive; None = open) and choices, checked wherever a value comes from.
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("database", "pool_min"): (0, 1000),
+    ("database", "pool_max"): (1, 1000),
+    ("embedding", "batch_size"): (1, 4096),
+    ("embedding", "query_cache_size"): (0, 1_000_000),
+    ("rag", "max_file_bytes"): (1, 2**31 - 1),
+    ("rag", "chunk_tokens"): (16, 8192),
+    ("rag", "chunk_overlap_tokens"): (0, 8191),
+    ("llm", "timeout"): (0.1, 86_400),
+    ("llm", "retries"): (0, 20),
+    ("agents", "aider_timeout"): (1, 86_400),
+    ("agents", "auto_approve_confidence"): (0, 1),
+    ("agents", "llm_attempts"): (1, 20),
+    ("agents", "rag_k"): (1, 100),
+    ("agents", "rag_min_similarity"): (-1, 1),
+    ("agents", "similar_error_min_similarity"): (-1, 1),
+    ("agents", "repeat_failures"): (1, 1000),
+    ("lineage", "serve_port"): (0, 65535),
+    ("bootstrap", "top_k"): (1, 100),
+    ("bootstrap", "auto_probes"): (0, 100),
+    ("bootstrap", "vector_samples"): (0, 1000),
+    ("bootstrap", "watch_interval"): (0.1, 86_400),
+}
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("embedding", "provider"): ("local", "litellm"),
+    ("agents", "developer_mode"): ("auto", "aider", "llm"),
+}
+# Lists whose items must have one type (the others hold tables, checked where they are used).
+LIST_ITEMS: dict[tuple[str, str], type] = {
+    ("agents", "known_systems"): str,
+    ("mcp", "ingest_roots"): str,
+    ("bootstrap", "docs"): str,
+    ("bootstrap", "probes"): dict,
+}
+
 
 def config_dir() -> Path:
     from platformdirs import user_config_path
@@ -160,14 +198,16 @@ class Config:
     def source(self, dotted: str) -> str:
         return self.sources.get(dotted, "default")
 
-    def with_overrides(self, overrides: Mapping[str, Any], origin: str = "flag") -> Config:
+    def with_overrides(self, overrides: Mapping[str, Any], origin: str = "--set") -> Config:
         values = {s: dict(kv) for s, kv in self.values.items()}
         sources = dict(self.sources)
         for dotted, raw in overrides.items():
             section, key = _split(dotted)
             values[section][key] = _coerce(section, key, raw, origin)
             sources[dotted] = origin
-        return Config(values, sources, self.path)
+        config = Config(values, sources, self.path)
+        _check_together(config)
+        return config
 
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.values[name])
@@ -206,6 +246,11 @@ def _coerce(section: str, key: str, raw: Any, origin: str) -> Any:
     expected = _expected_type(section, key)
     if raw is None or expected is None:
         return raw
+    value = _coerce_type(section, key, raw, origin, expected)
+    return _check_value(section, key, value, origin)
+
+
+def _coerce_type(section: str, key: str, raw: Any, origin: str, expected: type) -> Any:
     try:
         if expected is bool and isinstance(raw, str):
             lowered = raw.strip().lower()
@@ -216,17 +261,86 @@ def _coerce(section: str, key: str, raw: Any, origin: str) -> Any:
             raise ValueError(raw)
         if expected is list and isinstance(raw, str):
             return [part for part in (p.strip() for p in raw.split(os.pathsep)) if part]
-        if expected is float and isinstance(raw, int | str):
+        if expected is float and isinstance(raw, int | str) and not isinstance(raw, bool):
             return float(raw)
         if expected is int and isinstance(raw, str):
             return int(raw)
         if not isinstance(raw, expected) or (expected is int and isinstance(raw, bool)):
             raise TypeError(raw)
         return raw
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        shown = "a secret value" if (section, key) in SECRET_KEYS else _shown(raw)
         raise ConfigError(
-            f"{section}.{key} from {origin} must be {expected.__name__}, got {raw!r}"
+            f"{section}.{key} from {origin} must be {_type_name(expected)}, got {shown}"
         ) from None
+
+
+def _type_name(expected: type) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+            list: "a list", dict: "a table"}.get(expected, expected.__name__)  # fmt: skip
+
+
+def _shown(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _check_value(section: str, key: str, value: Any, origin: str) -> Any:
+    """Ranges, choices and list items of one coerced value; one line naming key and origin."""
+    where = f"{section}.{key} from {origin}"
+    if value is None:
+        return value
+    bounds = RANGES.get((section, key))
+    if bounds is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = bounds
+        if math.isnan(value) or not low <= value <= high:
+            raise ConfigError(f"{where} must be between {low:g} and {high:g}, got {value!r}")
+    choices = CHOICES.get((section, key))
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {_shown(value)}")
+    item_type = LIST_ITEMS.get((section, key))
+    if item_type is not None:
+        for item in value:
+            if not isinstance(item, item_type):
+                raise ConfigError(
+                    f"{where}: every item must be {_type_name(item_type)}, got {_shown(item)}"
+                )
+    return value
+
+
+def _check_together(config: Config) -> None:
+    """Settings that constrain each other."""
+    pool_min, pool_max = config.get("database.pool_min"), config.get("database.pool_max")
+    if pool_max < pool_min:
+        raise ConfigError(
+            f"database.pool_max ({pool_max}, from {config.source('database.pool_max')}) must be "
+            f"at least database.pool_min ({pool_min}, from {config.source('database.pool_min')})"
+        )
+    chunk, overlap = config.get("rag.chunk_tokens"), config.get("rag.chunk_overlap_tokens")
+    if overlap >= chunk:
+        raise ConfigError(
+            f"rag.chunk_overlap_tokens ({overlap}, from "
+            f"{config.source('rag.chunk_overlap_tokens')}) must be smaller than rag.chunk_tokens "
+            f"({chunk}, from {config.source('rag.chunk_tokens')})"
+        )
+
+
+def _section_error(cfg_path: Path, name: str, value: Any) -> ConfigError:
+    """A top-level entry that is not a known [section] table, said plainly."""
+    if name in DEFAULTS:
+        return ConfigError(
+            f"{cfg_path}: [{name}] must be a table of settings (a [{name}] line followed by "
+            f"key = value lines), got {name} = {_shown(value)}"
+        )
+    homes = [section for section, keys in DEFAULTS.items() if name in keys]
+    if homes:
+        return ConfigError(
+            f"{cfg_path}: '{name}' is a setting of [{homes[0]}], not a section; put it under a "
+            f"[{homes[0]}] line"
+        )
+    return ConfigError(
+        f"{cfg_path}: unknown section [{name}]; the sections are {', '.join(DEFAULTS)}"
+    )
 
 
 def load_config(
@@ -239,13 +353,10 @@ def load_config(
     sources: dict[str, str] = {}
     cfg_path = path or default_config_path(env)
     if cfg_path.exists():
-        try:
-            data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{cfg_path}: not valid TOML ({exc})") from None
+        data = _read_toml(cfg_path)
         for section, kv in data.items():
             if section not in DEFAULTS or not isinstance(kv, dict):
-                raise ConfigError(f"{cfg_path}: unknown section [{section}]")
+                raise _section_error(cfg_path, section, kv)
             for key, raw in kv.items():
                 if key not in DEFAULTS[section]:
                     raise ConfigError(f"{cfg_path}: unknown key '{key}' in [{section}]")
@@ -260,4 +371,21 @@ def load_config(
                 values[section][key] = _coerce(section, key, env[name], f"${name}")
                 sources[f"{section}.{key}"] = f"${name}"
     config = Config(values, sources, cfg_path)
-    return config.with_overrides(overrides or {}) if overrides else config
+    config = config.with_overrides(overrides or {}) if overrides else config
+    _check_together(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML, read with a size bound (a config is small; /dev/zero is not)."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes; is it the config file?")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({' '.join(str(exc).split())})") from None

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.files import FileTooLarge, NotARegularFile, read_regular_file
+
 MAX_SOURCE_BYTES = 2_000_000
 MAX_DESCRIPTION = 500
 # Provider namespaces whose package name takes two module segments (apache.spark -> apache-spark).
@@ -264,9 +266,11 @@ def parse_dag_file(
     path: Path, *, resolve_provider: Callable[[str], str | None] | None = None
 ) -> DagInfo:
     try:
-        if path.stat().st_size > MAX_SOURCE_BYTES:
-            return DagInfo(error=f"larger than {MAX_SOURCE_BYTES} bytes; not parsed")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_regular_file(path, MAX_SOURCE_BYTES).decode("utf-8", errors="replace")
+    except FileTooLarge:
+        return DagInfo(error=f"larger than {MAX_SOURCE_BYTES} bytes; not parsed")
+    except NotARegularFile as exc:
+        return DagInfo(error=str(exc))
     except OSError as exc:
         return DagInfo(error=f"cannot read: {exc.strerror or exc}")
     return parse_dag_source(text, resolve_provider=resolve_provider)

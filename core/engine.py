@@ -39,10 +39,14 @@ class Workbench:
         )
 
     @classmethod
-    async def open(cls, config: Config | None = None) -> Workbench:
+    async def open(
+        cls, config: Config | None = None, *, restart_database: bool = False
+    ) -> Workbench:
+        """Open the store. `restart_database`: a long-running front end (MCP, TUI, serve) that
+        restarts the embedded database itself when it stops (see core/db.py)."""
         config = config or load_config()
         embedder = get_embedder(config)
-        db = await Database.connect(config)
+        db = await Database.connect(config, restart_embedded=restart_database)
         try:
             wb = cls(config, db, embedder)
             await wb._attach_services()

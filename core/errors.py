@@ -20,7 +20,16 @@ class NotFoundError(QwbError):
 
 
 class DatabaseUnavailable(QwbError):
-    pass
+    """The database cannot be reached. The message is one line: what happened and what to do.
+
+    `restarting` is True when this process found its embedded server stopped and is starting
+    it again (long-running processes only): the failed operation was not done, and retrying it
+    in a moment works. `external` is True for a database qwb does not run (database.url)."""
+
+    def __init__(self, message: str, *, restarting: bool = False, external: bool = False) -> None:
+        super().__init__(message)
+        self.restarting = restarting
+        self.external = external
 
 
 class MigrationError(QwbError):

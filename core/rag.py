@@ -17,7 +17,8 @@ import numpy as np
 
 from core.db import Database
 from core.embeddings import Embedder
-from core.errors import InputError, ModelMismatchError, NotFoundError
+from core.errors import DatabaseUnavailable, InputError, ModelMismatchError, NotFoundError
+from core.files import FileTooLarge, NotARegularFile, read_regular_file
 
 DOC_TYPES = (
     "adr", "provider_doc", "dag", "troubleshooting", "guide", "policy",
@@ -378,8 +379,8 @@ class RagStore:
             n = len(pending.chunks)
             try:
                 item = await self._write(pending, vectors[offset : offset + n])
-            except ModelMismatchError:
-                raise
+            except (ModelMismatchError, DatabaseUnavailable):
+                raise  # the next document would fail the same way: stop, say it once
             except Exception as exc:  # one bad document must not stop a directory ingest
                 item = IngestItem(pending.source_key, "failed", f"{type(exc).__name__}: {exc}")
             report.items.append(item)
@@ -418,14 +419,13 @@ class RagStore:
     def _read_file(self, path: Path) -> str | IngestItem:
         key = str(path)
         try:
-            size = path.stat().st_size
-            if size > self.max_file_bytes:
-                return IngestItem(key, "skipped", f"larger than {self.max_file_bytes} bytes")
-            if size == 0:
-                return IngestItem(key, "skipped", "empty")
-            data = path.read_bytes()
+            data = read_regular_file(path, self.max_file_bytes)
+        except (NotARegularFile, FileTooLarge) as exc:
+            return IngestItem(key, "skipped", str(exc))
         except OSError as exc:
             return IngestItem(key, "failed", f"cannot read: {exc.strerror or exc}")
+        if not data:
+            return IngestItem(key, "skipped", "empty")
         if b"\x00" in data[:8192]:
             return IngestItem(key, "skipped", "binary")
         try:
@@ -434,22 +434,23 @@ class RagStore:
             return IngestItem(key, "skipped", "not UTF-8 text")
 
     @staticmethod
-    def expand_paths(paths: Iterable[Path]) -> list[Path]:
-        """Files under the given paths (directories walked, hidden and tool dirs skipped)."""
+    def expand_paths(paths: Iterable[Path], *, resolve: bool = True) -> list[Path]:
+        """Files under the given paths (directories walked, hidden and tool dirs skipped),
+        resolved (symlinks followed) unless `resolve` is False."""
         files: list[Path] = []
         for raw in paths:
             path = Path(raw).expanduser()
             if not path.exists():
                 raise InputError(f"path not found: {path}")
-            if path.is_file():
-                files.append(path.resolve())
+            if not path.is_dir():  # a file, or a FIFO/device that _read_file skips with a reason
+                files.append(path.resolve() if resolve else path)
                 continue
             for candidate in sorted(path.rglob("*")):
                 rel = candidate.relative_to(path).parts
                 if any(p in SKIP_DIRS or p.startswith(".") for p in rel):
                     continue
                 if candidate.is_file() and candidate.suffix.lower() in TEXT_SUFFIXES:
-                    files.append(candidate.resolve())
+                    files.append(candidate.resolve() if resolve else candidate)
         return files
 
     async def ingest_paths(

@@ -192,7 +192,7 @@ def _text(value: str | None, what: str, *, required: bool, limit: int = MAX_TEXT
         if required:
             raise InputError(f"the {what} is empty; give the {what}")
         return None
-    value = str(value).strip()
+    value = str(value)  # kept as given: an error's indentation is part of it
     if len(value) > limit:
         raise InputError(f"the {what} is longer than {limit} characters; shorten it")
     return value

@@ -416,3 +416,23 @@ async def test_bundle_from_an_older_schema_gets_local_fix_keys(
     assert report.tables["troubleshooting_attempts"].added == 3
     sql = "SELECT id, solution_key FROM troubleshooting_attempts ORDER BY id"
     assert await fresh.db.fetchall(sql) == await site_a.db.fetchall(sql)
+
+
+async def test_a_nul_character_in_a_document_is_one_line_and_nothing_is_written(
+    bundle: Any, fresh: Any, tmp_path: Path
+) -> None:
+    """A bundle whose document text holds \\u0000 (PostgreSQL text cannot): refused naming the
+    member and line, in one line, with nothing imported."""
+
+    def nul(manifest: dict[str, Any], members: dict[str, bytes]) -> None:
+        rows = _rows(members["rag_documents.jsonl"])
+        rows[-1]["content"] = rows[-1]["content"] + "\u0000 trailing"
+        members["rag_documents.jsonl"] = _jsonl(rows)
+
+    bad = repack(Path(bundle.path), tmp_path / "nul.tar.gz", nul, fix_checksums=True)
+    with pytest.raises(BundleError) as info:
+        await import_bundle(fresh, bad)
+    message = str(info.value)
+    assert "rag_documents.jsonl line" in message and "NUL character" in message
+    assert "\n" not in message and "nothing imported" in message
+    assert all(n == 0 for t, n in (await _counts(fresh)).items() if t != "airflow_providers")

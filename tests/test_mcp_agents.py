@@ -379,7 +379,7 @@ def test_bad_agent_arguments_are_refused(mcp: Mcp) -> None:
     mcp.error("approve_proposal", {"ref": "xyz", "reason": "r"}, "invalid_arguments")
     mcp.error("get_agent_status", {"session_id": "abcdef0123"}, "not_found")
     assert "no proposal or session" in mcp.error(
-        "reject_proposal", {"ref": "abcdef0123", "reason": "r"}, "invalid_input"
+        "reject_proposal", {"ref": "abcdef0123", "reason": "r"}, "not_found"
     )
 
 

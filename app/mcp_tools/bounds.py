@@ -75,8 +75,12 @@ Metadata = Annotated[
     ),
     AfterValidator(_metadata_size),
 ]
-ShortText = Annotated[str, Field(min_length=1, max_length=MAX_SHORT_CHARS)]
-LongText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+ShortText = Annotated[
+    str, Field(min_length=1, max_length=MAX_SHORT_CHARS), AfterValidator(_not_blank)
+]
+LongText = Annotated[
+    str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)
+]
 Similarity = Annotated[float, Field(ge=-1.0, le=1.0)]
 Score01 = Annotated[float, Field(ge=0.0, le=1.0)]
 SessionId = Annotated[
@@ -86,4 +90,5 @@ SessionId = Annotated[
         max_length=MAX_SHORT_CHARS,
         description="Troubleshooting session id; omit to use this connection's session.",
     ),
+    AfterValidator(_not_blank),
 ]

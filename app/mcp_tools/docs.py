@@ -40,12 +40,15 @@ environment. Replace `/opt/qubinode-workbench` with your checkout.
 ```bash
 claude mcp add qwb -- /opt/qubinode-workbench/.venv/bin/qwb mcp
 # for every project, read-only, with a directory clients may ingest files from:
-claude mcp add --scope user -e QWB_MCP_INGEST_ROOTS=/srv/docs qwb \\
+claude mcp add --scope user qwb -e QWB_MCP_INGEST_ROOTS=/srv/docs \\
   -- /opt/qubinode-workbench/.venv/bin/qwb mcp --read-only
 ```
 
-Options (`--scope`, `-e`) go before the server name; everything after `--` is the command.
-Check it with `claude mcp list` or `/mcp` inside Claude Code.
+Put the server name (`qwb`) **before** `-e`: `-e`/`--env` takes several values, so in
+`claude mcp add -e K=V qwb -- ...` it swallows `qwb` as a second variable and Claude Code
+refuses the command ("Invalid environment variable format: qwb"). `--scope` may come first;
+everything after `--` is the server's command. Check it with `claude mcp list` or `/mcp`
+inside Claude Code.
 
 ### Claude Desktop
 
@@ -67,6 +70,23 @@ Add to `claude_desktop_config.json` (macOS: `~/Library/Application Support/Claud
 ```
 
 The same `mcpServers` block works in a project's `.mcp.json` for Claude Code.
+
+**Give settings in `env`, not in your shell.** Clients start the server with a small
+environment of their own (Claude Desktop passes little more than `HOME` and `PATH`), so a
+`QWB_*` variable exported in your shell profile never reaches it, and a server missing
+`QWB_DATABASE_URL` or `QWB_CONFIG` silently opens the default embedded store instead of yours.
+Put every setting the server needs in the `env` block above (or `-e` for Claude Code), or in
+the config file `$XDG_CONFIG_HOME/qwb/config.toml` of the user the client runs as, e.g.:
+
+```json
+"env": {
+  "QWB_CONFIG": "/etc/qwb/config.toml",
+  "QWB_DATABASE_URL": "postgresql://qwb:PASSWORD@db.example:5432/qwb",
+  "QWB_MCP_INGEST_ROOTS": "/srv/docs"
+}
+```
+
+`get_rag_stats` shows which store the server opened (its document counts and session).
 
 ### Options and settings
 
@@ -106,14 +126,28 @@ The same `mcpServers` block works in a project's `.mcp.json` for Claude Code.
   values are refused. Bounds: queries up to {max_query} characters, limits 1-{max_limit},
   content up to {max_content} bytes, metadata up to {max_meta} bytes of JSON.
 - **Paths.** `ingest_to_rag` reads files only inside the configured ingest roots: the path must
-  be absolute, may not contain `..`, and is resolved (symlinks followed) before it is checked;
-  files reached through a symlink that leads outside the roots are skipped. At most
-  {max_files} files per call.
+  be absolute (no `~`), may not contain `..`, and is resolved (symlinks followed) before it is
+  checked; files reached through a symlink that leads outside the roots are skipped. A path
+  outside the roots is refused in the same words whether it exists or not, and no answer says
+  where a symlink leads. At most {max_files} files per call.
 - **Errors.** A failing tool returns an MCP error result (`isError: true`) whose text says what
   was wrong and what to do, with `structuredContent.error = {kind, message, tool}`; kinds:
   `invalid_arguments`, `invalid_input`, `not_found`, `read_only`, `database_unavailable`,
-  `error`, `internal_error`. The server keeps serving. A database restart is survived: pooled
+  `error`, `internal_error`. The server keeps serving. Strings are kept exactly as given (no
+  trimming); a NUL character (`\\u0000`) in any argument is refused as `invalid_input`.
+- **Database outages.** If the database stops, the next call says so in one line within about
+  3 s (`database_unavailable`), instead of waiting for the pool's timeouts. An embedded database
+  (no `database.url`) that stopped is restarted by the server itself: the call that noticed
+  fails ("qwb is restarting it"), read tools are retried once after the restart, and later calls
+  work again without any other command. An external database is never restarted by qwb: the
+  error names it and says to check that it runs. A database restart is survived: pooled
   connections are checked before use, and a read tool whose connection died is retried once.
+- **Protocol errors.** Every request gets an answer: a line that is not JSON gets `-32700`
+  (parse error); a malformed envelope (no `jsonrpc: "2.0"`, an id that is not a string or an
+  integer, no method) gets `-32600` (invalid request); params with a lone UTF-16 surrogate
+  (`"\\ud83d"`) or nested deeper than 64 levels get `-32602` (invalid params); a batch (a JSON
+  array: MCP removed batching) gets an array refusing each request in it. Lines longer than
+  8 MiB are refused without being parsed. The server keeps serving after each.
 - **Results.** Every successful call returns `structuredContent` (a JSON object: the engine's
   result) and a short text block for clients that show text only.
 

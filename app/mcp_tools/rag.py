@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,7 +135,11 @@ class IngestArgs(ToolArgs):
 
 
 def _confine(raw: str, roots: tuple[str, ...]) -> Path:
-    """The resolved path, if it lies inside a configured root; else an InputError."""
+    """The resolved path, if it lies inside a configured root; else an InputError.
+
+    The path is first checked as written: one outside every root is refused with the same
+    words whether it exists or not. A path inside that resolves outside (a symlink) is refused
+    without saying where it leads."""
     if not roots:
         raise InputError(
             "ingesting by path is off: no ingest roots are configured; set mcp.ingest_roots "
@@ -142,19 +147,23 @@ def _confine(raw: str, roots: tuple[str, ...]) -> Path:
             "or pass the text as content"
         )
     shown = ", ".join(roots)
-    given = Path(raw).expanduser()
+    outside = InputError(f"path {raw!r} is outside the ingest roots; allowed: {shown}")
+    if raw.startswith("~"):
+        raise InputError(f"path {raw!r} starts with '~'; give an absolute path under {shown}")
+    given = Path(raw)
     if ".." in given.parts:
         raise InputError(f"path {raw!r} contains '..'; give a plain absolute path under {shown}")
     if not given.is_absolute():
         raise InputError(f"path {raw!r} is relative; give an absolute path under {shown}")
+    lexical_roots = [Path(os.path.normpath(r)) for r in roots] + _resolved_roots(roots)
+    if not _inside(Path(os.path.normpath(given)), lexical_roots):
+        raise outside
     try:
         resolved = given.resolve(strict=True)
     except (OSError, RuntimeError):
         raise InputError(f"path not found: {raw}") from None
     if not _inside(resolved, _resolved_roots(roots)):
-        raise InputError(
-            f"path {raw!r} is outside the ingest roots (resolved to {resolved}); allowed: {shown}"
-        )
+        raise outside
     return resolved
 
 
@@ -177,9 +186,14 @@ def _files_inside(target: Path, roots: tuple[str, ...]) -> tuple[list[Path], lis
     from core.rag import RagStore
 
     resolved_roots = _resolved_roots(roots)
-    files = RagStore.expand_paths([target])  # each file resolved (symlinks followed)
-    inside = [f for f in files if _inside(f, resolved_roots)]
-    outside = [str(f) for f in files if not _inside(f, resolved_roots)]
+    inside: list[Path] = []
+    outside: list[str] = []  # as found under the root: where a symlink leads is not said
+    for found in RagStore.expand_paths([target], resolve=False):
+        resolved = found.resolve()
+        if _inside(resolved, resolved_roots):
+            inside.append(resolved)
+        else:
+            outside.append(str(found))
     return inside, outside
 
 
@@ -218,7 +232,7 @@ async def ingest_to_rag(wb: Any, ctx: ToolContext, args: IngestArgs) -> ToolResu
     data = report.to_dict()
     items = data.pop("items")
     items += [
-        {"source_key": p, "status": "skipped", "reason": "outside the ingest roots (symlink)"}
+        {"source_key": p, "status": "skipped", "reason": "a symlink to outside the ingest roots"}
         for p in outside
     ]
     data.update(

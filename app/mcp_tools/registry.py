@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.cli_common import to_jsonable
+from core.errors import InputError
+from core.textcheck import find_nul
 
 MAX_ERROR_INPUT_CHARS = 80
 
@@ -23,7 +25,8 @@ MAX_ERROR_INPUT_CHARS = 80
 class ToolArgs(BaseModel):
     """Base of every tool's argument model: unknown keys are errors, JSON types are strict."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+    # Strings are kept exactly as given (a source key's spaces, an error's indentation).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NoArgs(ToolArgs):
@@ -78,7 +81,14 @@ class ToolSpec:
         return clean_schema(self.args.model_json_schema())
 
     def parse(self, arguments: dict[str, Any] | None) -> ToolArgs:
-        """Validate with JSON semantics (strict types, ISO dates as strings)."""
+        """Validate with JSON semantics (strict types, ISO dates as strings). A NUL character
+        anywhere is refused as invalid input: PostgreSQL text cannot hold it."""
+        where = find_nul(arguments or {})
+        if where is not None:
+            raise InputError(
+                f"argument {where} contains a NUL character (\\u0000), which the workbench "
+                "cannot store or search; remove it"
+            )
         return self.args.model_validate_json(json.dumps(arguments or {}))
 
 

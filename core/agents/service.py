@@ -39,7 +39,7 @@ from core.agents.sessions import (
     SessionSummary,
     check_author,
 )
-from core.errors import InputError, QwbError
+from core.errors import InputError, NotFoundError, QwbError
 
 __all__ = [
     "AgentEvent",
@@ -318,7 +318,7 @@ class AgentService:
             return "proposal", proposal
         if session:
             return "session", session
-        raise InputError(f"no proposal or session {ref!r}; list them with 'qwb agent status'")
+        raise NotFoundError(f"no proposal or session {ref!r}; list them with 'qwb agent status'")
 
     async def _guard(
         self, conv: Conversation, work: Awaitable[Any], *, restore: bool = False

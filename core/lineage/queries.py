@@ -661,8 +661,8 @@ class LineageQueries:
     ) -> EventPage:
         if sort not in ("asc", "desc"):
             raise InputError(f"sortDirection must be asc or desc, got {sort!r}")
-        if not 0 <= limit <= 1000 or offset < 0:
-            raise InputError("limit must be from 0 to 1000 and offset at least 0")
+        if not 0 <= limit <= 1000 or not 0 <= offset <= 1_000_000_000:
+            raise InputError("limit must be from 0 to 1000 and offset from 0 to 1000000000")
         where = """(%(before)s::timestamptz IS NULL OR event_time < %(before)s)
                AND (%(after)s::timestamptz IS NULL OR event_time > %(after)s)"""
         params = {"before": before, "after": after, "limit": limit, "offset": offset}
