@@ -1,0 +1,109 @@
+"""Secret redaction for everything qwb stores or prints: free text, documents, JSON, names.
+
+`redact(text)` replaces the secret part of each match with `[REDACTED]` (a private key block
+with `[REDACTED PRIVATE KEY]`) and keeps everything around it, so the text stays useful for
+search. It is idempotent: redacting twice changes nothing. `redact_counted` also says how many
+values it replaced. `redact_tree` walks JSON-like data and knows that `{"password": "x"}` holds a
+secret in its key. `redact_locator` is the narrow form for names and paths (URL credentials,
+secret query parameters, issued tokens only). `mask_url` shows a URL or DSN for a human with its
+password as `***`; it is the one helper for printing database and service URLs.
+
+The rules live in submodules: `policy` (which keys and values are secrets), `pairs`
+(key/value, flags, headers, URLs), `commands` (secrets given to a command), `structures`
+(Kubernetes Secret data, YAML block scalars), `shapes` (key blocks, issued tokens, hashes,
+machine-made values). docs/troubleshooting.md lists what is covered and the placeholder policy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from core.redaction.commands import redact_commands
+from core.redaction.engine import Run
+from core.redaction.pairs import redact_locator_parts, redact_pairs
+from core.redaction.policy import KEY_PLACEHOLDER, PLACEHOLDER, masked, pair_is_secret
+from core.redaction.shapes import redact_blocks, redact_shapes, redact_tokens
+from core.redaction.structures import redact_structures
+
+__all__ = [
+    "KEY_PLACEHOLDER",
+    "PLACEHOLDER",
+    "mask_url",
+    "redact",
+    "redact_counted",
+    "redact_locator",
+    "redact_mapping",
+    "redact_tree",
+]
+
+
+def redact_counted(text: str) -> tuple[str, int]:
+    """`text` with secrets replaced, and the number of values replaced."""
+    if not text:
+        return text, 0
+    run = Run()
+    out = redact_blocks(text, run)
+    out = redact_structures(out, run)
+    out = redact_commands(out, run)
+    out = redact_pairs(out, run)
+    out = redact_shapes(out, run)
+    return out, run.count
+
+
+def redact(text: str | None) -> str | None:
+    """Return `text` with secrets replaced by [REDACTED]; None stays None."""
+    if not text:
+        return text
+    return redact_counted(text)[0]
+
+
+def redact_locator(text: str) -> str:
+    """A name or path with credentials in URLs, secret query parameters and issued tokens
+    replaced, nothing else: `postgres://airflow:[REDACTED]@db:5432`, `…?password=[REDACTED]`."""
+    if not text:
+        return text
+    run = Run()
+    return redact_tokens(redact_locator_parts(text, run), run)
+
+
+def redact_tree(value: Any, *, locator_keys: Collection[str] = (), _key: str | None = None) -> Any:
+    """`value` (JSON-like) with every string redacted; a string under a secret key
+    (`{"password": "x"}`) is replaced whole. Strings under `locator_keys` get
+    `redact_locator`. Dicts and lists are copied; other values are returned as they are."""
+    if isinstance(value, str):
+        if _key is not None and _key in locator_keys:
+            return redact_locator(value)
+        if _key is not None and pair_is_secret(_key, value):
+            return masked(value) if value[:1] not in "\"'" else PLACEHOLDER
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_tree(v, locator_keys=locator_keys, _key=str(k))
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list | tuple):
+        return [redact_tree(v, locator_keys=locator_keys, _key=_key) for v in value]
+    return value
+
+
+def redact_mapping(values: dict[str, str | None], keys: tuple[str, ...]) -> dict[str, str | None]:
+    """A copy of `values` with `redact` applied to the given keys."""
+    return {k: (redact(v) if k in keys else v) for k, v in values.items()}
+
+
+_MASK_USERINFO = re.compile(r"(?P<pre>[a-z][a-z0-9+.\-]*://[^\s:/@?#]*:)(?P<val>[^\s@/?#]*)@",
+                            re.IGNORECASE)  # fmt: skip
+_MASK_PARAM = re.compile(
+    r"(?P<pre>(?:^|[?&;\s])(?:password|passwd|pwd|sslpassword|sslkey_password|token|secret"
+    r"|api_key|apikey|access_token|auth_token|sig)\s*=\s*)(?P<val>'[^']*'|\"[^\"]*\"|[^&;#\s]+)",
+    re.IGNORECASE,
+)
+
+
+def mask_url(url: str) -> str:
+    """`url` (a URL, or a libpq `key=value` DSN) with passwords and tokens shown as ***.
+    Never raises: a malformed URL is masked by pattern, not parsed."""
+    if not url:
+        return url
+    out = _MASK_USERINFO.sub(lambda m: f"{m.group('pre')}***@" if m.group("val") else m[0], url)
+    return _MASK_PARAM.sub(lambda m: f"{m.group('pre')}***", out)
