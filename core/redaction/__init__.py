@@ -23,7 +23,7 @@ from typing import Any
 from core.redaction.commands import redact_commands
 from core.redaction.engine import Run
 from core.redaction.pairs import redact_locator_parts, redact_pairs
-from core.redaction.policy import KEY_PLACEHOLDER, PLACEHOLDER, masked, pair_is_secret
+from core.redaction.policy import KEY_PLACEHOLDER, PLACEHOLDER, pair_is_secret
 from core.redaction.shapes import redact_blocks, redact_shapes, redact_tokens
 from core.redaction.structures import redact_structures
 
@@ -36,6 +36,7 @@ __all__ = [
     "redact_locator",
     "redact_mapping",
     "redact_tree",
+    "redact_tree_counted",
 ]
 
 
@@ -68,21 +69,35 @@ def redact_locator(text: str) -> str:
     return redact_tokens(redact_locator_parts(text, run), run)
 
 
-def redact_tree(value: Any, *, locator_keys: Collection[str] = (), _key: str | None = None) -> Any:
+def redact_tree(value: Any, *, locator_keys: Collection[str] = ()) -> Any:
     """`value` (JSON-like) with every string redacted; a string under a secret key
     (`{"password": "x"}`) is replaced whole. Strings under `locator_keys` get
     `redact_locator`. Dicts and lists are copied; other values are returned as they are."""
+    return redact_tree_counted(value, locator_keys=locator_keys)[0]
+
+
+def redact_tree_counted(value: Any, *, locator_keys: Collection[str] = ()) -> tuple[Any, int]:
+    """`redact_tree`, and the number of values replaced."""
+    run = Run()
+    return _tree(value, locator_keys, None, run), run.count
+
+
+def _tree(value: Any, locator_keys: Collection[str], key: str | None, run: Run) -> Any:
     if isinstance(value, str):
-        if _key is not None and _key in locator_keys:
-            return redact_locator(value)
-        if _key is not None and pair_is_secret(_key, value):
-            return masked(value) if value[:1] not in "\"'" else PLACEHOLDER
-        return redact(value)
+        if key is not None and key in locator_keys:
+            out = redact_locator(value)
+            run.count += out != value
+            return out
+        if key is not None and pair_is_secret(key, value):
+            run.count += 1
+            return PLACEHOLDER
+        out, n = redact_counted(value)
+        run.count += n
+        return out
     if isinstance(value, Mapping):
-        return {k: redact_tree(v, locator_keys=locator_keys, _key=str(k))
-                for k, v in value.items()}  # fmt: skip
+        return {k: _tree(v, locator_keys, str(k), run) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_tree(v, locator_keys=locator_keys, _key=_key) for v in value]
+        return [_tree(v, locator_keys, key, run) for v in value]
     return value
 
 
