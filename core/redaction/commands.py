@@ -10,63 +10,85 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from core.redaction.engine import Run, mask_value
+from core.redaction.engine import Run, mask_value, sub_on_lines
 from core.redaction.policy import PLACEHOLDER, is_placeholder, masked
 
 _VALUE = r"(?P<val>\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'|;&<>][^\s\"'|;&<>]*)"
 _ATTACHED = r"(?P<val>\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'|;&<>]+)"
 
-# (trigger on the line, the option that carries the secret). The trigger keeps each option to
-# its own tool: `-p` is a port for ssh and a password for sshpass.
-_LINE_RULES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
-    (re.compile(r"\bsshpass\b"),
+# (words that must be in the text, trigger on the line, the option that carries the secret).
+# The trigger keeps each option to its own tool: `-p` is a port for ssh, a password for sshpass.
+_LINE_RULES: list[tuple[tuple[str, ...], re.Pattern[str], re.Pattern[str]]] = [
+    (("sshpass",), re.compile(r"\bsshpass\b"),
      re.compile(rf"\bsshpass(?:[ \t]+-(?:[fdP][ \t]*\S+|[evh]))*[ \t]+-p[ \t]*{_ATTACHED}")),
-    (re.compile(r"\bipmitool\b"), re.compile(rf"(?<!\S)-P[ \t]*{_ATTACHED}")),
-    (re.compile(r"\b(?:mysql\w*|mariadb[\w-]*)\b"), re.compile(rf"(?<!\S)-p{_ATTACHED}")),
-    (re.compile(r"\b(?:docker|podman|buildah|skopeo|nerdctl|helm|oras|crane|regctl|oc|kubectl"
-                r"|az|cosign|apptainer|singularity|odo|tkn)\b.*\blogin\b"),
+    (("ipmitool",), re.compile(r"\bipmitool\b"),
+     re.compile(rf"(?<!\S)-P[ \t]*{_ATTACHED}")),
+    (("mysql", "mariadb"), re.compile(r"\b(?:mysql\w*|mariadb[\w-]*)\b"),
+     re.compile(rf"(?<!\S)-p{_ATTACHED}")),
+    (("login",),
+     re.compile(r"\b(?:docker|podman|buildah|skopeo|nerdctl|helm|oras|crane|regctl|oc"
+                r"|kubectl|az|cosign|apptainer|singularity|odo|tkn)\b.*\blogin\b"),
      re.compile(rf"(?<!\S)-p(?:[ \t]+|=){_VALUE}")),
-    (re.compile(r"\bldap(?:search|modify|add|delete|passwd|whoami|compare|modrdn|exop|url)\b"),
+    (("ldap",),
+     re.compile(r"\bldap(?:search|modify|add|delete|passwd|whoami|compare|modrdn|exop|url)\b"),
      re.compile(rf"(?<!\S)-w[ \t]*{_ATTACHED}")),
-    (re.compile(r"\bldappasswd\b"), re.compile(rf"(?<!\S)-[as][ \t]*{_ATTACHED}")),
-    (re.compile(r"\bipa-[\w-]*install\b"), re.compile(rf"(?<!\S)-[paw][ \t]+{_VALUE}")),
-    (re.compile(r"\bredis-cli\b"), re.compile(rf"(?<!\S)-a[ \t]+{_VALUE}")),
-    (re.compile(r"\bnmcli\b"),
+    (("ldappasswd",), re.compile(r"\bldappasswd\b"),
+     re.compile(rf"(?<!\S)-[as][ \t]*{_ATTACHED}")),
+    (("ipa-",), re.compile(r"\bipa-[\w-]*install\b"),
+     re.compile(rf"(?<!\S)-[paw][ \t]+{_VALUE}")),
+    (("redis-cli",), re.compile(r"\bredis-cli\b"),
+     re.compile(rf"(?<!\S)-a[ \t]+{_VALUE}")),
+    (("nmcli",), re.compile(r"\bnmcli\b"),
      re.compile(r"(?<!\S)(?:password|[\w-]*\.(?:psk|password|wep-key[0-3]|pin|secrets"
                 rf"|private-key-password))[ \t]+{_VALUE}")),
-    (re.compile(r"\bsecret-set-value\b"), re.compile(rf"(?<!\S)--base64[ \t]+{_VALUE}")),
-    (re.compile(r"\bpass:"), re.compile(r"(?<!\S)-(?:pass(?:in|out|word)?|k)[ \t]+\"?pass:"
-                                        r"(?P<val>[^\s\"']+)")),
-    (re.compile(r"--from-literal"),
+    (("secret-set-value",), re.compile(r"\bsecret-set-value\b"),
+     re.compile(rf"(?<!\S)--base64[ \t]+{_VALUE}")),
+    (("pass:",), re.compile(r"\bpass:"),
+     re.compile(r"(?<!\S)-(?:pass(?:in|out|word)?|k)[ \t]+\"?pass:(?P<val>[^\s\"']+)")),
+    (("--from-literal",), re.compile(r"--from-literal"),
      re.compile(r"--from-literal[= ][\"']?[\w.\-]+=(?P<val>[^\s\"']+)")),
-    (re.compile(r"^\s*rootpw\b", re.MULTILINE),
+    (("rootpw",), re.compile(r"^\s*rootpw\b", re.MULTILINE),
      re.compile(rf"(?m)^\s*rootpw(?:[ \t]+--[\w-]+)*[ \t]+{_VALUE}")),
 ]  # fmt: skip
 
-# Network devices: Cisco IOS/NX-OS, VyOS, Junos.
+# Network devices: Cisco IOS/NX-OS, VyOS, Junos: (words, trigger, rule).
+_CONFIG_PROMPT = r"(?:\S+\(config[^)]*\)#[ \t]*)?"
 _DEVICE_RULES = [
-    re.compile(r"(?im)^[^\S\n]*(?:\S+\(config[^)]*\)#[ \t]*)?enable[ \t]+(?:secret|password)"
-               rf"(?:[ \t]+level[ \t]+\d+)?(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
-    re.compile(r"(?im)^[^\S\n]*(?:\S+\(config[^)]*\)#[ \t]*)?username[ \t]+\S+"
-               r"(?:[ \t]+privilege[ \t]+\d+)?[ \t]+(?:secret|password)(?:[ \t]+[0-9])?"
-               rf"[ \t]+{_VALUE}"),
-    re.compile(rf"(?im)^[^\S\n]*snmp-server[ \t]+community[ \t]+{_VALUE}"),
-    re.compile(r"(?im)^[^\S\n]*(?:tacacs-server|radius-server)(?:[ \t]+host[ \t]+\S+)?"
-               rf"(?:[ \t]+\S+)*?[ \t]+key(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
-    re.compile(rf"(?im)^[^\S\n]*(?:key-string|key[ \t]+[07])(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
-    re.compile(rf"(?im)^[^\S\n]*crypto[ \t]+isakmp[ \t]+key(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
-    re.compile(r"(?im)^[^\S\n]*ip[ \t]+ospf[ \t]+(?:authentication-key|message-digest-key"
-               rf"[ \t]+\d+[ \t]+md5)(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
-    re.compile(rf"(?im)^[^\S\n]*wpa-psk[ \t]+(?:ascii|hex)(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
-    re.compile(r"(?m)^[^\S\n]*set[ \t]+(?:system|service|vpn|interfaces|protocols|"
-               r"high-availability|nat|firewall|policy|container|pki|qos|load-balancing|vrf|"
-               r"security|snmp)\b[^\n]*?[ \t](?:plaintext-password|encrypted-password|"
-               r"pre-shared-secret|password|secret|private-key|community|shared-secret|"
-               rf"authentication-key|psk|preshared-key|key-string)[ \t]+{_VALUE}"),
-    re.compile(r"(?m)^[^\S\n]*(?:encrypted-password|plain-text-password-value|secret|"
-               r"authentication-key|pre-shared-key[ \t]+ascii-text)[ \t]+"
-               r"(?P<val>\"[^\"\r\n]+\")[ \t]*;"),
+    (("enable",), r"(?i)\benable[ \t]+(?:secret|password)",
+     rf"(?im)^[^\S\n]*{_CONFIG_PROMPT}enable[ \t]+(?:secret|password)"
+     rf"(?:[ \t]+level[ \t]+\d+)?(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
+    (("username",), r"(?i)\busername\b",
+     rf"(?im)^[^\S\n]*{_CONFIG_PROMPT}username[ \t]+\S+(?:[ \t]+privilege[ \t]+\d+)?"
+     rf"[ \t]+(?:secret|password)(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
+    (("snmp-server",), r"(?i)snmp-server",
+     rf"(?im)^[^\S\n]*snmp-server[ \t]+community[ \t]+{_VALUE}"),
+    (("tacacs-server", "radius-server"), r"(?i)(?:tacacs|radius)-server",
+     r"(?im)^[^\S\n]*(?:tacacs-server|radius-server)(?:[ \t]+host[ \t]+\S+)?"
+     rf"(?:[ \t]+\S+)*?[ \t]+key(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
+    (("key",), r"(?i)key-string|\bkey[ \t]+[07][ \t]",
+     rf"(?im)^[^\S\n]*(?:key-string|key[ \t]+[07])(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
+    (("isakmp",), r"(?i)isakmp",
+     rf"(?im)^[^\S\n]*crypto[ \t]+isakmp[ \t]+key(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
+    (("ospf",), r"(?i)\bospf\b",
+     r"(?im)^[^\S\n]*ip[ \t]+ospf[ \t]+(?:authentication-key|message-digest-key"
+     rf"[ \t]+\d+[ \t]+md5)(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
+    (("wpa-psk",), r"(?i)wpa-psk",
+     rf"(?im)^[^\S\n]*wpa-psk[ \t]+(?:ascii|hex)(?:[ \t]+[0-9])?[ \t]+{_VALUE}"),
+    (("set ", "set\t"), r"(?m)^[ \t]*set[ \t]",
+     r"(?m)^[^\S\n]*set[ \t]+(?:system|service|vpn|interfaces|protocols|"
+     r"high-availability|nat|firewall|policy|container|pki|qos|load-balancing|vrf|"
+     r"security|snmp)\b[^\n]*?[ \t](?:plaintext-password|encrypted-password|"
+     r"pre-shared-secret|password|secret|private-key|community|shared-secret|"
+     rf"authentication-key|psk|preshared-key|key-string)[ \t]+{_VALUE}"),
+    (("encrypted-password", "plain-text-password", "secret \"", "authentication-key",
+      "ascii-text"),
+     r"encrypted-password|plain-text-password-value|\bsecret[ \t]+\"|authentication-key"
+     r"|ascii-text",
+     r"(?m)^[^\S\n]*(?:encrypted-password|plain-text-password-value|secret|"
+     r"authentication-key|pre-shared-key[ \t]+ascii-text)[ \t]+"
+     r"(?P<val>\"[^\"\r\n]+\")[ \t]*;"),
 ]  # fmt: skip
+_DEVICE = [(words, re.compile(trigger), re.compile(rule)) for words, trigger, rule in _DEVICE_RULES]
 
 # Commands that read a password from standard input.
 _STDIN_READERS = re.compile(
@@ -82,6 +104,7 @@ _ECHO_FILE = re.compile(
     r"(?<![\w-])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:'[^']*%[^']*'|\"[^\"]*%[^\"]*\"))?)"
     rf"[ \t]+{_VALUE}[ \t]*(?:>>?|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-a)?)[ \t]*(?P<file>\S+)"
 )
+_PIPE_OR_FILE = re.compile(r"\b(?:echo|printf)\b")
 _SECRET_FILE = re.compile(r"(?i)pass|pw|secret|token|key|cred|vault|auth")
 _HERE_STRING = re.compile(rf"<<<[ \t]*{_VALUE}")
 _HEREDOC = re.compile(r"<<-?[ \t]*(?P<q>[\"']?)(?P<tag>[A-Za-z_]\w*)(?P=q)")
@@ -186,41 +209,20 @@ def _heredocs(text: str, run: Run) -> str:
     return "\n".join(out)
 
 
-def _logical_lines(lines: list[str]) -> Iterator[list[int]]:
-    """Indexes of the physical lines of each logical line (a trailing backslash continues)."""
-    group: list[int] = []
-    for n, line in enumerate(lines):
-        group.append(n)
-        if not line.rstrip().endswith("\\"):
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def _on_command_lines(text: str, trigger: re.Pattern[str], rule: re.Pattern[str], run: Run) -> str:
-    """Apply `rule` to the (logical) lines where `trigger` occurs, and only there."""
-    if not trigger.search(text):
-        return text
-    lines = text.split("\n")
-    for group in _logical_lines(lines):
-        if trigger.search("\n".join(lines[n] for n in group)):
-            for n in group:
-                lines[n] = run.sub(rule, mask_value, lines[n])
-    return "\n".join(lines)
-
-
 def redact_commands(text: str, run: Run) -> str:
     """Command lines and standard input that carry a secret."""
-    for trigger, rule in _LINE_RULES:
-        text = _on_command_lines(text, trigger, rule, run)
-    for rule in _DEVICE_RULES:
-        text = run.sub(rule, mask_value, text)
-    if "echo" in text or "printf" in text:
-        text = run.sub(_ECHO_PIPE, _sub_echo_pipe, text)
-        text = run.sub(_ECHO_FILE, _sub_echo_file, text)
+    low = text.lower()
+    for words, trigger, rule in _LINE_RULES:
+        if any(word in low for word in words):
+            text = sub_on_lines(run, text, trigger, rule, mask_value, continued=True)
+    for words, trigger, rule in _DEVICE:
+        if any(word in low for word in words):
+            text = sub_on_lines(run, text, trigger, rule, mask_value)
+    if "echo" in low or "printf" in low:
+        text = sub_on_lines(run, text, _PIPE_OR_FILE, _ECHO_PIPE, _sub_echo_pipe)
+        text = sub_on_lines(run, text, _PIPE_OR_FILE, _ECHO_FILE, _sub_echo_file)
     if "<<<" in text:
-        text = _on_command_lines(text, _STDIN_READERS, _HERE_STRING, run)
+        text = sub_on_lines(run, text, _STDIN_READERS, _HERE_STRING, mask_value, continued=True)
     if "<<" in text:
         text = _heredocs(text, run)
     if "encrypt_string" in text or "htpasswd" in text:

@@ -43,3 +43,49 @@ def replace_span(text: str, start: int, end: int, value: str | None = None) -> s
 
 
 __all__ = ["PLACEHOLDER", "Run", "mask_value", "replace_span"]
+
+
+def _line_span(text: str, start: int, end: int, continued: bool) -> tuple[int, int]:
+    """The line(s) around text[start:end]; with `continued`, the whole logical line (lines
+    joined by a trailing backslash)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    if continued:
+        while line_start > 0 and text[: line_start - 1].rstrip(" \t").endswith("\\"):
+            line_start = text.rfind("\n", 0, line_start - 1) + 1
+        while line_end < len(text) and text[:line_end].rstrip(" \t").endswith("\\"):
+            nxt = text.find("\n", line_end + 1)
+            line_end = len(text) if nxt < 0 else nxt
+    return line_start, line_end
+
+
+def sub_on_lines(
+    run: Run,
+    text: str,
+    trigger: re.Pattern[str],
+    rule: re.Pattern[str],
+    repl: Callable[[re.Match[str]], str],
+    *,
+    continued: bool = False,
+) -> str:
+    """`run.sub(rule, repl, …)` on the lines where `trigger` matches, and only there (a long
+    document is searched once for the trigger instead of once per rule)."""
+    spans: list[tuple[int, int]] = []
+    for m in trigger.finditer(text):
+        if spans and m.start() < spans[-1][1]:
+            continue
+        start, end = _line_span(text, m.start(), m.end(), continued)
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+    if not spans:
+        return text
+    pieces: list[str] = []
+    last = 0
+    for start, end in spans:
+        pieces += [text[last:start], run.sub(rule, repl, text[start:end])]
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces)

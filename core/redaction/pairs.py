@@ -22,12 +22,14 @@ from core.redaction.policy import (
 _KEY = rf"[\w.\-]*?(?:{STRONG_WORDS}|signature|credentials?|auth|sig|pass|pwd|pw)[\w.\-]*"
 _BARE = r"[^\s,;&\"'<>)\]}]+"
 
-_PAIR = re.compile(
-    rf"(?<![\w.\-\\])(?P<kq>\\?[\"']?)(?P<key>{_KEY})(?P=kq)[ \t]*"
+# A `key=`/`key:` head; the key is checked in Python (a regex that looks for the secret words
+# inside every word would try each position of the text against them).
+_PAIR_HEAD = re.compile(
+    r"(?<![\w.\-\\])(?P<kq>\\?[\"']?)(?P<key>[A-Za-z_\-][\w.\-]*)(?P=kq)[ \t]*"
     r"(?P<sep>=>|=(?![=~])|:(?![:/]))[ \t]*"
-    rf"(?:(?P<vq>\\?[\"'])(?P<qval>(?:(?!(?P=vq)).)*)(?P=vq)|(?P<val>{_BARE}))",
-    re.IGNORECASE,
 )
+_PAIR_VALUE = re.compile(rf"(?P<vq>\\?[\"'])(?P<qval>(?:(?!(?P=vq)).)*)(?P=vq)|(?P<val>{_BARE})")
+_KEY_HINT = re.compile(_KEY, re.IGNORECASE)
 # YAML-style `key: value` at the start of a line: the value runs to the end of the line.
 _YAML_LINE = re.compile(r"^[ \t]*(?:-[ \t]+)?[\"']?[\w.\-]+[\"']?[ \t]*:[ \t]")
 _FLAG = re.compile(
@@ -53,7 +55,7 @@ _INLINE_AUTH = re.compile(
     r"(?:bearer|basic|token|digest|negotiate)\s+)(?P<val>[^\s\"',;]+)"
 )
 _BEARER = re.compile(r"(?i)\b(?P<pre>bearer\s+)(?P<val>[A-Za-z0-9\-._~+/]{8,}=*)")
-_COOKIE = re.compile(r"(?i)(?P<q>[\"']?)(?P<pre>(?<![\w-])(?:set-)?cookie[ \t]*:[ \t]*)")
+_COOKIE = re.compile(r"(?i)(?<![\w-])(?:set-)?cookie[ \t]*:[ \t]*")
 _CURL_COOKIE = re.compile(
     r"(?<!\S)(?:-b|--cookie)[ \t]+(?:(?P<q>[\"'])(?P<qval>[^\"'\r\n]*=[^\"'\r\n]*)(?P=q)"
     r"|(?P<val>[^\s\"']*=[^\s\"']*))"
@@ -89,14 +91,18 @@ _AUTH_SCHEMES = frozenset(
 )
 
 
-def _pair_value_span(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-    """Where the value of a `_PAIR` match lies; a YAML line's value runs to the line's end.
-    None for a YAML block scalar or flow collection (other rules look inside those)."""
-    quoted = m.group("vq") is not None
-    start, end = m.span("qval" if quoted else "val")
-    if quoted or m.group("sep") != ":":
+def _pair_value_span(text: str, head: re.Match[str]) -> tuple[int, int] | None:
+    """Where the value after a `_PAIR_HEAD` lies; a YAML line's value runs to the line's end.
+    None when there is no value, or for a YAML block scalar or flow collection (other rules
+    look inside those)."""
+    value = _PAIR_VALUE.match(text, head.end())
+    if value is None:
+        return None
+    quoted = value.group("vq") is not None
+    start, end = value.span("qval" if quoted else "val")
+    if quoted or head.group("sep") != ":":
         return start, end
-    line_start = text.rfind("\n", 0, m.start()) + 1
+    line_start = text.rfind("\n", 0, head.start()) + 1
     if not _YAML_LINE.match(text, line_start):
         return start, end
     line_end = text.find("\n", end)
@@ -110,9 +116,11 @@ def _pair_value_span(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 def _sub_pair(run: Run, text: str) -> str:
     pieces: list[str] = []
     last = pos = 0
-    while (m := _PAIR.search(text, pos)) is not None:
-        span = _pair_value_span(text, m)
+    while (m := _PAIR_HEAD.search(text, pos)) is not None:
         pos = m.end("key")  # a value that is no secret is still searched for inner pairs
+        if not _KEY_HINT.fullmatch(m.group("key")):
+            continue
+        span = _pair_value_span(text, m)
         if span is None:
             continue
         start, end = span
@@ -183,8 +191,9 @@ def _sub_cookies(run: Run, text: str) -> str:
         line_end = text.find("\n", start)
         line_end = len(text) if line_end < 0 else line_end
         end = line_end
-        if m.group("q"):
-            close = text.find(m.group("q"), start, line_end)
+        quote = text[m.start() - 1 : m.start()]
+        if quote in ("'", '"'):  # -H 'Cookie: a=b' http://…: the value ends at the quote
+            close = text.find(quote, start, line_end)
             end = close if close >= 0 else line_end
         value = text[start:end].rstrip("\r")
         masked_value = _mask_cookie_pairs(value)
