@@ -41,6 +41,7 @@ def render_bootstrap(report: Any) -> None:
             f"[bold]{part.kind:<9}[/] [green]added {c['added']}[/]  [cyan]updated {c['updated']}"
             f"[/]  unchanged {c['unchanged']}  [yellow]skipped {c['skipped']}[/]  "
             f"[red]failed {c['failed']}[/]  ({part.chunks_embedded} chunks embedded)"
+            + (f"  [magenta]{part.redactions} secrets redacted[/]" if part.redactions else "")
         )
         for item in part.problems:
             colour = "yellow" if item["status"] == "skipped" else "red"

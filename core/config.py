@@ -126,6 +126,17 @@ TYPES: dict[tuple[str, str], type] = {
 SECRET_KEYS = {("llm", "api_key"), ("lineage", "serve_token"), ("database", "url")}
 
 
+def shown(section: str, key: str, value: Any) -> Any:
+    """A setting's value as it may be printed: tokens as ***, URLs with their password masked."""
+    from core.redaction import mask_url_in
+
+    if not isinstance(value, str) or not value:
+        return value
+    if (section, key) in SECRET_KEYS and (section, key) != ("database", "url"):
+        return "***"
+    return mask_url_in(value, value)  # also a malformed URL: `postgres//u:pw@h` -> `u:***@h`
+
+
 def config_dir() -> Path:
     from platformdirs import user_config_path
 
@@ -174,13 +185,8 @@ class Config:
 
     def items(self) -> list[tuple[str, Any, str]]:
         """(dotted key, value, origin) for every setting; secrets are masked."""
-        out = []
-        for section, kv in self.values.items():
-            for key, value in kv.items():
-                dotted = f"{section}.{key}"
-                shown = "***" if (section, key) in SECRET_KEYS and value else value
-                out.append((dotted, shown, self.source(dotted)))
-        return out
+        return [(f"{section}.{key}", shown(section, key, value), self.source(f"{section}.{key}"))
+                for section, kv in self.values.items() for key, value in kv.items()]  # fmt: skip
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -225,7 +231,8 @@ def _coerce(section: str, key: str, raw: Any, origin: str) -> Any:
         return raw
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{section}.{key} from {origin} must be {expected.__name__}, got {raw!r}"
+            f"{section}.{key} from {origin} must be {expected.__name__}, "
+            f"got {shown(section, key, raw)!r}"
         ) from None
 
 

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from core.config import Config
 from core.errors import DatabaseUnavailable
@@ -26,12 +25,11 @@ EMBEDDED_DB_NAME = "qwb"
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and status lines."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    """The URL with its password replaced, for logs and status lines (never raises, even on a
+    malformed URL). The one masking helper is core.redaction.mask_url; this is its alias."""
+    from core.redaction import mask_url
+
+    return mask_url(url)
 
 
 def _prune_stale_handles(pgdata: Path) -> None:
@@ -203,8 +201,12 @@ async def _open_pool(url: str, min_size: int, max_size: int) -> Any:
     try:
         await pool.open(wait=True, timeout=float(os.environ.get("QWB_DB_CONNECT_TIMEOUT", "15")))
     except Exception as exc:
+        from core.redaction import mask_url_in
+
         await pool.close()
+        # from None: the cause's message may quote the URL with its password
         raise DatabaseUnavailable(
-            f"cannot connect to the database at {redact_url(url)}: {exc}; check database.url"
-        ) from exc
+            f"cannot connect to the database at {redact_url(url)}: {mask_url_in(str(exc), url)};"
+            " check database.url"
+        ) from None
     return pool

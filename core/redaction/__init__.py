@@ -31,6 +31,7 @@ __all__ = [
     "KEY_PLACEHOLDER",
     "PLACEHOLDER",
     "mask_url",
+    "mask_url_in",
     "redact",
     "redact_counted",
     "redact_locator",
@@ -122,3 +123,19 @@ def mask_url(url: str) -> str:
         return url
     out = _MASK_USERINFO.sub(lambda m: f"{m.group('pre')}***@" if m.group("val") else m[0], url)
     return _MASK_PARAM.sub(lambda m: f"{m.group('pre')}***", out)
+
+
+_URL_PASSWORD = re.compile(
+    r"(?i)(?:^|[/@\s])[^\s:/@]*:(?P<pw>[^\s@/]+)@|password\s*=\s*(?P<kv>[^\s&;]+)"
+)
+
+
+def mask_url_in(text: str, url: str | None) -> str:
+    """`text` (an error message that may quote `url`, however malformed) with the URL's
+    password shown as ***, wherever it appears; and any other URL in it masked too."""
+    out = mask_url(text)
+    for m in _URL_PASSWORD.finditer(url or ""):
+        secret = (m.group("pw") or m.group("kv") or "").strip("'\"")
+        if len(secret) >= 2:
+            out = out.replace(secret, "***")
+    return out
