@@ -373,3 +373,16 @@ def test_shared_corpus_redactions_stay_the_reviewed_ones() -> None:
     assert total <= REVIEWED_CORPUS_REDACTIONS, "\n".join(lines)
     never = ("```", "secretName", "token_type", "NOPASSWD", "huggingface.co", "credential_type")
     assert not [line for line in lines if any(word in line for word in never)]
+
+
+def test_an_option_is_a_secret_only_for_its_own_tool() -> None:
+    """`-P`/`-p` carry a password for ipmitool and sshpass, a port for ssh and podman; a
+    command continued over lines with backslashes is one command."""
+    text = (
+        "ipmitool -I lanplus -H 10.0.0.1 \\\n  -U admin -P S3cretPw99x \\\n  chassis status\n"
+        "ssh -p 2222 admin@10.0.0.1\npodman run -P -p 8080:80 nginx\nsshpass -p Pw9abc1 ssh -p 2222 h"
+    )
+    out = redact(text)
+    assert "S3cretPw99x" not in out and "Pw9abc1" not in out
+    assert "ssh -p 2222 admin@10.0.0.1" in out and "podman run -P -p 8080:80 nginx" in out
+    assert out.endswith("ssh -p 2222 h")

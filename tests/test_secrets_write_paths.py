@@ -43,6 +43,8 @@ PASTES = generate(SEED)
 GROUPS = 12  # pastes are batched per call, the way a terminal session is pasted
 TOKEN = "serve-token-" + uuid.uuid4().hex
 PORTS = range(18300, 18400)  # this engineer's port range; a free one is picked
+# Stored as given by an explicit opt-out: looks like a secret, but is none of the corpus's.
+OPT_OUT = "kept as given on request: PGPASSWORD=Opt0ut-Not-A-Corpus-Value psql -h db"
 
 
 def _groups(pastes: list[Paste]) -> list[list[Paste]]:
@@ -158,6 +160,9 @@ def _mcp_paths(env: dict[str, str], tmp: Path, extra: Extra, reports: dict[str, 
                 "metadata": {"password": meta_pw, "site": "lab"}, "doc_type": "runbook",
             }))  # fmt: skip
         mcp.ok("ingest_to_rag", {"content": "\n\n".join(NEAR_MISSES), "source": "mcp-near"})
+        reports["mcp opt-out"] = mcp.ok("ingest_to_rag", {
+            "content": OPT_OUT, "source": "mcp-optout", "redact": False,
+        })  # fmt: skip
         reports["mcp path"] = mcp.ok("ingest_to_rag", {"path": str(root / "pastes")})
 
 
@@ -510,3 +515,12 @@ def test_documents_record_their_redactions_and_chunks_stay_slices(written: Writt
                 assert doc["metadata"].get("redactions", 0) >= 1, doc["source_key"]
         keys = [d["source_key"] for d in docs if d["source_key"].startswith("mcp-note:")]
         assert len(keys) == GROUPS and all("ops:[REDACTED]@git.lab" in k for k in keys)
+
+
+def test_an_explicit_opt_out_is_stored_as_given_and_recorded(written: Written) -> None:
+    assert written.reports["mcp opt-out"]["redactions"] == 0
+    with psycopg.connect(written.db_url, row_factory=psycopg.rows.dict_row) as conn:
+        doc = conn.execute(
+            "SELECT content, metadata FROM rag_documents WHERE source_key = 'mcp-optout'"
+        ).fetchone()
+    assert doc["content"].strip() == OPT_OUT and doc["metadata"]["redaction"] == "off"

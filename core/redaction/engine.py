@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from core.redaction.policy import PLACEHOLDER, is_placeholder, masked
+from core.redaction.policy import is_placeholder, masked
 
 
 class Run:
@@ -37,14 +37,6 @@ def mask_value(match: re.Match[str], group: str = "val") -> str:
     return whole[: start - base] + masked(value) + whole[end - base :]
 
 
-def replace_span(text: str, start: int, end: int, value: str | None = None) -> str:
-    """`text` with [start, end) replaced by the placeholder (quotes kept)."""
-    return text[:start] + (value if value is not None else masked(text[start:end])) + text[end:]
-
-
-__all__ = ["PLACEHOLDER", "Run", "mask_value", "replace_span"]
-
-
 def _line_span(text: str, start: int, end: int, continued: bool) -> tuple[int, int]:
     """The line(s) around text[start:end]; with `continued`, the whole logical line (lines
     joined by a trailing backslash)."""
@@ -52,9 +44,12 @@ def _line_span(text: str, start: int, end: int, continued: bool) -> tuple[int, i
     line_end = text.find("\n", end)
     line_end = len(text) if line_end < 0 else line_end
     if continued:
-        while line_start > 0 and text[: line_start - 1].rstrip(" \t").endswith("\\"):
-            line_start = text.rfind("\n", 0, line_start - 1) + 1
-        while line_end < len(text) and text[:line_end].rstrip(" \t").endswith("\\"):
+        while line_start > 0:  # the previous line ends with a backslash: it is ours too
+            prev_start = text.rfind("\n", 0, line_start - 1) + 1
+            if not text[prev_start : line_start - 1].rstrip(" \t").endswith("\\"):
+                break
+            line_start = prev_start
+        while line_end < len(text) and text[line_start:line_end].rstrip(" \t").endswith("\\"):
             nxt = text.find("\n", line_end + 1)
             line_end = len(text) if nxt < 0 else nxt
     return line_start, line_end

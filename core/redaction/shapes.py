@@ -29,8 +29,8 @@ _PEM_CUT = re.compile(
 _PUTTY = re.compile(r"(?m)^(?P<pre>Private-Lines:[ \t]*(?P<n>\d+)[ \t]*\r?\n)")
 _AGE = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{50,}")
 
-_TOKENS = re.compile(
-    r"(?<![\w\-])(?:"
+_TOKENS = re.compile(  # not inside a longer word, but after `_`, `-` or `.`: `load_ghp_…`
+    r"(?<![A-Za-z0-9])(?:"
     r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}"  # AWS key ids
     r"|gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{40,255}"  # GitHub
     r"|gl(?:pat|dt|rt|ptt|ft|cbt|imt|agent|oas|soat)-[A-Za-z0-9_\-]{20,}"  # GitLab
