@@ -132,9 +132,9 @@ def shown(section: str, key: str, value: Any) -> Any:
 
     if not isinstance(value, str) or not value:
         return value
-    if (section, key) in SECRET_KEYS and (section, key) != ("database", "url"):
+    if (section, key) in SECRET_KEYS:
         return "***"
-    return mask_url_in(value, value)  # also a malformed URL: `postgres//u:pw@h` -> `u:***@h`
+    return mask_url_in(value, value)  # also a malformed URL: `http//u:pw@h` -> `u:***@h`
 
 
 def config_dir() -> Path:
