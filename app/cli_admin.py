@@ -29,8 +29,8 @@ async def _resolve_url(config: Config) -> tuple[str, str]:
 @json_option
 def db_status(as_json: bool) -> None:
     """Where the database is, its versions, and each migration's state."""
-    from core.db import redact_url
     from core.migrate import migration_status
+    from core.redaction import mask_url
 
     config = get_config()
 
@@ -38,7 +38,7 @@ def db_status(as_json: bool) -> None:
         url, kind = await _resolve_url(config)
         return {
             "kind": kind,
-            "url": redact_url(url),
+            "url": mask_url(url),
             "data_dir": str(config.resolved_data_dir) if kind == "embedded" else None,
             "migrations": await migration_status(url),
         }

@@ -41,6 +41,7 @@ def render_bootstrap(report: Any) -> None:
             f"[bold]{part.kind:<9}[/] [green]added {c['added']}[/]  [cyan]updated {c['updated']}"
             f"[/]  unchanged {c['unchanged']}  [yellow]skipped {c['skipped']}[/]  "
             f"[red]failed {c['failed']}[/]  ({part.chunks_embedded} chunks embedded)"
+            + (f"  [magenta]{part.redactions} secrets redacted[/]" if part.redactions else "")
         )
         for item in part.problems:
             colour = "yellow" if item["status"] == "skipped" else "red"
@@ -205,7 +206,8 @@ def export_cmd(bundle: Path, tables: tuple[str, ...], as_json: bool) -> None:
 @json_option
 def import_cmd(bundle: Path, reembed: bool, verify_only: bool, as_json: bool) -> None:
     """Merge a bundle into this store: verified first, written in one transaction, idempotent
-    (re-importing adds nothing). A corrupted or tampered bundle changes nothing."""
+    (re-importing adds nothing). A corrupted or tampered bundle changes nothing. Secrets in the
+    bundle's rows are redacted before they are written (the report says how many)."""
     from core.bundles import import_bundle
 
     def progress(msg: str) -> None:

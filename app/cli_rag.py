@@ -40,6 +40,8 @@ def _render_report(report: Any) -> None:
         f"unchanged {counts['unchanged']}  [yellow]skipped {counts['skipped']}[/]  "
         f"[red]failed {counts['failed']}[/]  ({report.chunks_embedded} chunks embedded)"
     )
+    if report.redactions:
+        out.print(f"[magenta]{report.redactions} secret(s) redacted[/] before storing")
     for item in report.items:
         if item.status in ("skipped", "failed"):
             colour = "yellow" if item.status == "skipped" else "red"
@@ -61,13 +63,21 @@ async def ingest_with_progress(wb: Any, paths: list[Path], show: bool, **kwargs:
 )
 @click.option("--meta", "-m", multiple=True, metavar="K=V", help="Metadata for every document.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-redact",
+    is_flag=True,
+    help="Store the text exactly as it is, secrets included (recorded in each document's "
+    'metadata as "redaction": "off"). By default secrets are replaced with [REDACTED].',
+)
 @json_option
 def ingest_cmd(paths: tuple[Path, ...], doc_type: str | None, meta: tuple[str, ...],
-               no_progress: bool, as_json: bool) -> None:  # fmt: skip
+               no_progress: bool, no_redact: bool, as_json: bool) -> None:  # fmt: skip
     """Ingest files or directories into the document memory.
 
     Unchanged files are skipped by content hash (nothing re-embedded); changed files replace
     their old chunks atomically; binary, empty and oversized files are skipped with a reason.
+    Secrets (passwords, tokens, keys; see docs/troubleshooting.md) are redacted before storing
+    unless --no-redact is given; the report says how many.
     """
     _check_doc_type(doc_type)
     for path in paths:
@@ -76,7 +86,9 @@ def ingest_cmd(paths: tuple[Path, ...], doc_type: str | None, meta: tuple[str, .
     metadata = parse_meta(meta)
     show = not (no_progress or as_json)
     report = run_workbench(
-        lambda wb: ingest_with_progress(wb, list(paths), show, doc_type=doc_type, metadata=metadata)
+        lambda wb: ingest_with_progress(
+            wb, list(paths), show, doc_type=doc_type, metadata=metadata, redact=not no_redact
+        )
     )
     emit(report, as_json, _render_report)
     if report.count("failed"):

@@ -231,6 +231,7 @@ class PartReport:
     counts: dict[str, int]
     chunks_embedded: int
     problems: list[dict[str, Any]]  # skipped/failed items with their reasons
+    redactions: int = 0  # secrets replaced in the documents written
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -254,6 +255,10 @@ class BootstrapReport:
         return total
 
     @property
+    def redactions(self) -> int:
+        return sum(part.redactions for part in self.parts)
+
+    @property
     def status(self) -> str:
         if self.health is not None:
             return self.health.status
@@ -272,6 +277,7 @@ class BootstrapReport:
             "sources": self.sources.to_dict(),
             "counts": self.counts,
             "chunks_embedded": self.chunks_embedded,
+            "redactions": self.redactions,
             "seconds": round(self.seconds, 3),
             "parts": [p.to_dict() for p in self.parts],
             "pruned": self.pruned,
@@ -282,13 +288,14 @@ class BootstrapReport:
 def _part(kind: str, folders: list[str], reports: Sequence[IngestReport]) -> PartReport:
     counts = {"added": 0, "updated": 0, "unchanged": 0, "skipped": 0, "failed": 0}
     problems = []
-    embedded = 0
+    embedded = redactions = 0
     for report in reports:
         for key, n in report.counts.items():
             counts[key] += n
         embedded += report.chunks_embedded
+        redactions += report.redactions
         problems += [i.to_dict() for i in report.items if i.status in ("skipped", "failed")]
-    return PartReport(kind, folders, counts, embedded, problems)
+    return PartReport(kind, folders, counts, embedded, problems, redactions)
 
 
 # ----------------------------------------------------------------------------- the service

@@ -100,6 +100,7 @@ class ImportReport:
     reembedded: int
     notes: list[str] = field(default_factory=list)
     verified_only: bool = False
+    redacted: int = 0  # secrets replaced in the rows brought in
 
     @property
     def changed(self) -> int:
@@ -111,6 +112,7 @@ class ImportReport:
             "verified_only": self.verified_only,
             "changed": self.changed,
             "reembedded": self.reembedded,
+            "redacted": self.redacted,
             "tables": {k: v.to_dict() for k, v in self.tables.items()},
             "notes": self.notes,
             "manifest": self.manifest,
@@ -527,9 +529,12 @@ async def import_bundle(
             await merger.run(conn)
         if must_embed:
             notes.append(f"vectors recomputed with {configured} (bundle had {model})")
+        if merger.redacted:
+            notes.append(f"{merger.redacted} secret(s) redacted in the imported rows")
         return ImportReport(
-            str(path), manifest, merger.counts, merger.reembedded, notes + merger.notes
-        )
+            str(path), manifest, merger.counts, merger.reembedded, notes + merger.notes,
+            redacted=merger.redacted,
+        )  # fmt: skip
     finally:
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
@@ -544,8 +549,36 @@ def _sql_value(value: Any, sql_type: str, dim: int) -> Any:
     return value
 
 
+def _is_text_column(name: str) -> bool:
+    """Columns that hold free text (redacted on import), not ids, hashes, vectors or times."""
+    return not (
+        name in ("id", "embedding", "embedding_model", "source")
+        or name.endswith(("_id", "_hash", "_at", "_model"))
+    )
+
+
+def redact_row(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A bundle row with secrets redacted in its text and JSON columns, and how many."""
+    from core.redaction import redact_counted, redact_tree_counted
+
+    out = dict(row)
+    total = 0
+    for name, value in row.items():
+        if not _is_text_column(name) or value is None:
+            continue
+        if isinstance(value, str):
+            out[name], n = redact_counted(value)
+        elif isinstance(value, dict | list):
+            out[name], n = redact_tree_counted(value)
+        else:
+            continue
+        total += n
+    return out, total
+
+
 class _Merger:
-    """The import's writes, all on one connection inside one transaction."""
+    """The import's writes, all on one connection inside one transaction. Every row brought in
+    is redacted first: a bundle from a site that kept secrets (or a crafted one) stores none."""
 
     def __init__(self, wb: Any, bundle: _Verified, must_embed: bool, progress: Any) -> None:
         self.wb = wb
@@ -557,6 +590,16 @@ class _Merger:
         self.counts: dict[str, TableCounts] = {}
         self.notes: list[str] = []
         self.reembedded = 0
+        self.redacted = 0
+        self._contents: dict[str, str] = {}  # written documents' text, by bundle source key
+        self._rebuild: set[str] = set()  # documents chunked here rather than taken as shipped
+
+    def _rows(self, table: str) -> Iterator[dict[str, Any]]:
+        """The bundle's rows of `table`, redacted."""
+        for row in self.bundle.rows(table):
+            clean, n = redact_row(row)
+            self.redacted += n
+            yield clean
 
     def _count(self, table: str) -> TableCounts:
         return self.counts.setdefault(table, TableCounts())
@@ -588,6 +631,36 @@ class _Merger:
             await self._lineage(conn)
 
     # ------------------------------------------------------------------ documents + chunks
+    def _redact_document(self, row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """The document row redacted like an ingest: content (its hash follows), title and
+        metadata in full, source key/path/URL as locators. Returns the row and how many secrets
+        the content held."""
+        from core.rag import content_hash
+        from core.redaction import redact_counted, redact_locator, redact_tree_counted
+
+        out = dict(row)
+        for name in ("source_key", "source_path", "source_url"):
+            if isinstance(row.get(name), str):
+                out[name] = redact_locator(row[name])
+                self.redacted += out[name] != row[name]
+        if isinstance(row.get("title"), str):
+            out["title"], n = redact_counted(row["title"])
+            self.redacted += n
+        metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+        metadata, n = redact_tree_counted(metadata)
+        self.redacted += n
+        found = 0
+        if isinstance(row.get("content"), str):
+            out["content"], found = redact_counted(row["content"])
+        if found:
+            self.redacted += found
+            out["content_hash"] = content_hash(out["content"])
+            metadata = {k: v for k, v in metadata.items() if k != "redaction"}
+            metadata["redactions"] = int(metadata.get("redactions") or 0) + found
+        if "metadata" in row or found:
+            out["metadata"] = metadata
+        return out, found
+
     async def _documents(self, conn: Any) -> None:
         counts = self._count("rag_documents")
         cur = await conn.execute(
@@ -595,11 +668,13 @@ class _Merger:
         )
         local = {r["source_key"]: r for r in await cur.fetchall()}
         cols = await _columns(conn, "rag_documents")
-        write_ids: dict[str, UUID] = {}
-        for row in self.bundle.rows("rag_documents"):
-            key = row.get("source_key")
-            if not isinstance(key, str) or not key:
+        write_ids: dict[str, UUID] = {}  # by the bundle's own source key (chunks use it)
+        for raw in self.bundle.rows("rag_documents"):
+            bundle_key = raw.get("source_key")
+            if not isinstance(bundle_key, str) or not bundle_key:
                 raise BundleError("a document row has no source_key; nothing imported")
+            row, found = self._redact_document(raw)
+            key = row["source_key"]
             have = local.get(key)
             if have is not None and have["content_hash"] == row.get("content_hash"):
                 counts.unchanged += 1
@@ -623,24 +698,50 @@ class _Merger:
                 counts.updated += 1
             else:
                 counts.added += 1
-            write_ids[key] = doc_id
+            write_ids[bundle_key] = doc_id
+            self._contents[bundle_key] = row.get("content") or ""
+            if found:
+                self._rebuild.add(bundle_key)  # its chunks held the secrets too
         await self._chunks(conn, write_ids)
+
+    def _chunk_fits(self, row: dict[str, Any]) -> bool:
+        """A bundle chunk is usable as it is: an exact slice of its (redacted) document, with
+        nothing to redact in its heading path."""
+        from core.redaction import redact
+
+        content, heading = row.get("content"), row.get("heading_path") or ""
+        return (
+            isinstance(content, str)
+            and content in self._contents.get(row.get("source_key") or "", "")
+            and redact(heading) == heading
+        )
 
     async def _chunks(self, conn: Any, write_ids: dict[str, UUID]) -> None:
         counts = self._count("rag_chunks")
         batch: list[tuple[UUID, dict[str, Any]]] = []
         written_per_doc: dict[str, int] = {}
         for row in self.bundle.rows("rag_chunks"):
-            doc_id = write_ids.get(row.get("source_key"))
+            key = row.get("source_key")
+            doc_id = write_ids.get(key)
             if doc_id is None:
                 counts.unchanged += 1
                 continue
+            if key in self._rebuild:
+                continue
+            if not self._chunk_fits(row):
+                self._rebuild.add(key)  # chunk it here instead, from the redacted text
+                batch = [(d, r) for d, r in batch if r.get("source_key") != key]
+                written_per_doc.pop(key, None)
+                await conn.execute("DELETE FROM rag_chunks WHERE document_id = %s", (doc_id,))
+                continue
             batch.append((doc_id, row))
-            written_per_doc[row["source_key"]] = written_per_doc.get(row["source_key"], 0) + 1
+            written_per_doc[key] = written_per_doc.get(key, 0) + 1
             if len(batch) >= EMBED_BATCH:
                 await self._write_chunks(conn, batch)
                 batch = []
         await self._write_chunks(conn, batch)
+        for key in sorted(self._rebuild):
+            written_per_doc[key] = await self._rechunk(conn, write_ids[key], key)
         counts.added += sum(written_per_doc.values())
         # Every written document must have exactly the chunks its row announces.
         cur = await conn.execute(
@@ -655,6 +756,26 @@ class _Merger:
                 "more); nothing imported"
             )
 
+    async def _rechunk(self, conn: Any, doc_id: UUID, key: str) -> int:
+        """Chunk and embed a document here (its bundle chunks held secrets, or did not fit)."""
+        from core.chunking import chunk_text
+
+        text = self._contents[key]
+        rag = self.wb.rag
+        chunks = await asyncio.to_thread(
+            chunk_text, text, name=key, max_tokens=rag.chunk_tokens,
+            overlap_tokens=rag.overlap_tokens,
+        )  # fmt: skip
+        vectors = await self.wb.embedder.embed_documents([c.embedding_text() for c in chunks])
+        self.reembedded += len(chunks)
+        rows = [{"chunk_index": c.index, "heading_path": " > ".join(c.heading_path),
+                 "content": c.text} for c in chunks]  # fmt: skip
+        await self._copy_chunks(conn, [(doc_id, r) for r in rows], list(vectors))
+        await conn.execute(
+            "UPDATE rag_documents SET chunk_count = %s WHERE id = %s", (len(chunks), doc_id)
+        )
+        return len(chunks)
+
     async def _write_chunks(self, conn: Any, batch: list[tuple[UUID, dict[str, Any]]]) -> None:
         if not batch:
             return
@@ -667,6 +788,11 @@ class _Merger:
             self.reembedded += len(texts)
         else:
             vectors = [decode_vector(r.get("embedding"), self.dim) for _, r in batch]
+        await self._copy_chunks(conn, batch, vectors)
+
+    async def _copy_chunks(
+        self, conn: Any, batch: list[tuple[UUID, dict[str, Any]]], vectors: list[Any]
+    ) -> None:
         async with conn.cursor() as cur:
             async with cur.copy(
                 "COPY rag_chunks (document_id, chunk_index, heading_path, content, embedding,"
@@ -724,9 +850,17 @@ class _Merger:
 
     async def _attempts(self, conn: Any) -> None:
         counts = self._count("troubleshooting_attempts")
-        rows = list(self.bundle.rows("troubleshooting_attempts"))
+        rows, changed = [], []
+        for raw in self.bundle.rows("troubleshooting_attempts"):
+            row, n = redact_row(raw)
+            if n:  # keys and vector follow the redacted text, as when logged here
+                self.redacted += n
+                changed.append(self._rederive_attempt(raw, row))
+            rows.append(row)
         if self.must_embed:
             await self._reembed_attempts(rows)
+        else:
+            await self._reembed_attempts(changed)
         inserted = await self._insert_rows(
             conn, "troubleshooting_attempts", iter(rows), "", self._attempt_model
         )
@@ -754,6 +888,18 @@ class _Merger:
             " GREATEST(troubleshooting_sessions.last_sequence, EXCLUDED.last_sequence)"
         )
 
+    @staticmethod
+    def _rederive_attempt(raw: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        """After redaction: the signature and fix key from the redacted text (they were made
+        from the text with its secrets)."""
+        from core.signatures import error_signature, normalize_solution
+
+        if row.get("error_message") and row["error_message"] != raw.get("error_message"):
+            row["error_signature"] = error_signature(row["error_message"])
+        if row.get("attempted_solution") != raw.get("attempted_solution"):
+            row["solution_key"] = normalize_solution(row.get("attempted_solution") or "")
+        return row
+
     def _attempt_model(self, row: dict[str, Any]) -> dict[str, Any]:
         """Vectors are this site's model's (same model, or just recomputed); a bundle from an
         older schema gets the normalised fix key this site groups fixes by."""
@@ -779,7 +925,7 @@ class _Merger:
     async def _outcome_updates(self, conn: Any) -> None:
         counts = self._count("troubleshooting_outcome_updates")
         touched: set[str] = set()
-        for row in self.bundle.rows("troubleshooting_outcome_updates"):
+        for row in self._rows("troubleshooting_outcome_updates"):
             cur = await conn.execute(
                 """
                 INSERT INTO troubleshooting_outcome_updates
@@ -813,7 +959,7 @@ class _Merger:
 
     async def _decisions(self, conn: Any) -> None:
         counts = self._count("agent_decisions")
-        rows = list(self.bundle.rows("agent_decisions"))
+        rows = list(self._rows("agent_decisions"))
         parents = {r["id"]: r.get("parent_decision_id") for r in rows}
         inserted = await self._insert_rows(
             conn, "agent_decisions", iter(rows), "(id)",
@@ -846,7 +992,7 @@ class _Merger:
 
     async def _providers(self, conn: Any) -> None:
         counts = self._count("airflow_providers")
-        rows = list(self.bundle.rows("airflow_providers"))
+        rows = list(self._rows("airflow_providers"))
         inserted = await self._insert_rows(conn, "airflow_providers", iter(rows), "")
         counts.added += len(inserted)
         counts.unchanged += len(rows) - len(inserted)

@@ -164,6 +164,17 @@ LIST_ITEMS: dict[tuple[str, str], type] = {
 }
 
 
+def shown(section: str, key: str, value: Any) -> Any:
+    """A setting's value as it may be printed: tokens as ***, URLs with their password masked."""
+    from core.redaction import mask_url_in
+
+    if not isinstance(value, str) or not value:
+        return value
+    if (section, key) in SECRET_KEYS:
+        return "***"
+    return mask_url_in(value, value)  # also a malformed URL: `http//u:pw@h` -> `u:***@h`
+
+
 def config_dir() -> Path:
     from platformdirs import user_config_path
 
@@ -214,13 +225,8 @@ class Config:
 
     def items(self) -> list[tuple[str, Any, str]]:
         """(dotted key, value, origin) for every setting; secrets are masked."""
-        out = []
-        for section, kv in self.values.items():
-            for key, value in kv.items():
-                dotted = f"{section}.{key}"
-                shown = "***" if (section, key) in SECRET_KEYS and value else value
-                out.append((dotted, shown, self.source(dotted)))
-        return out
+        return [(f"{section}.{key}", shown(section, key, value), self.source(f"{section}.{key}"))
+                for section, kv in self.values.items() for key, value in kv.items()]  # fmt: skip
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -269,9 +275,10 @@ def _coerce_type(section: str, key: str, raw: Any, origin: str, expected: type) 
             raise TypeError(raw)
         return raw
     except (TypeError, ValueError, OverflowError):
-        shown = "a secret value" if (section, key) in SECRET_KEYS else _shown(raw)
+        masked = shown(section, key, raw)
+        shown_value = "a secret value" if (section, key) in SECRET_KEYS else _shown(masked)
         raise ConfigError(
-            f"{section}.{key} from {origin} must be {_type_name(expected)}, got {shown}"
+            f"{section}.{key} from {origin} must be {_type_name(expected)}, got {shown_value}"
         ) from None
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Config
-from core.db_url import check_url, mask_in, redact_url
+from core.db_url import check_url, one_line
 from core.embedded_pg import (
     EMBEDDED_DB_NAME,
     forget_dead_server,
@@ -35,6 +35,7 @@ from core.embedded_pg import (
     start_embedded,
 )
 from core.errors import ConfigError, DatabaseUnavailable, InputError
+from core.redaction import mask_url, mask_url_in
 from core.textcheck import NUL_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ __all__ = [
     "DatabaseInfo",
     "Timeouts",
     "check_url",
-    "redact_url",
     "start_embedded",
 ]
 
@@ -286,7 +286,7 @@ class Database:
         if problem is not None:
             return problem
         return DatabaseUnavailable(
-            f"the database connection was lost ({mask_in(str(exc), self.url)[:200]}); the "
+            f"the database connection was lost ({self._masked(exc)}); the "
             "operation was not completed: retry it"
         )
 
@@ -327,7 +327,7 @@ class Database:
         except TimeoutError:
             return self._down(f"no answer within {timeout:g} s", recover)
         except (psycopg.Error, OSError) as exc:
-            return self._down(mask_in(str(exc), self.url)[:200] or type(exc).__name__, recover)
+            return self._down(self._masked(exc) or type(exc).__name__, recover)
         latency = (time.perf_counter() - started) * 1000
         return DatabaseHealth(True, self.kind, "ok", latency_ms=round(latency, 1))
 
@@ -353,11 +353,15 @@ class Database:
                 if not health.ok:
                     return DatabaseUnavailable(health.message)
 
+    def _masked(self, exc: BaseException) -> str:
+        """A driver error on one line, at most 200 characters, without the URL's password."""
+        return one_line(mask_url_in(str(exc), self.url))[:200]
+
     def _down(self, detail: str, recover: bool) -> DatabaseHealth:
         self._stale = True
         if self.kind == "external":
             message = (
-                f"cannot reach the database at {redact_url(self.url)} ({detail}); qwb cannot "
+                f"cannot reach the database at {mask_url(self.url)} ({detail}); qwb cannot "
                 "restart an external server: check that it is running, then retry"
             )
             return DatabaseHealth(False, self.kind, message)
@@ -433,7 +437,7 @@ class Database:
         assert row is not None
         return DatabaseInfo(
             kind=self.kind,
-            url=redact_url(self.url),
+            url=mask_url(self.url),
             server_version=row["server_version"],
             pgvector_version=row["pgvector"],
             migrations=row["migrations"],
@@ -491,8 +495,9 @@ async def _open_pool(url: str, size: tuple[int, int], timeouts: Timeouts) -> Any
         await pool.open(wait=True, timeout=timeouts.connect)
     except Exception as exc:
         await pool.close()
+        # from None: the cause's message may quote the URL with its password
         raise DatabaseUnavailable(
-            f"cannot connect to the database at {redact_url(url)}: {mask_in(str(exc), url)}; "
-            "check database.url"
-        ) from exc
+            f"cannot connect to the database at {mask_url(url)}: "
+            f"{one_line(mask_url_in(str(exc), url))}; check database.url"
+        ) from None
     return pool

@@ -1,49 +1,14 @@
-"""Database URLs in messages: masked passwords (also in malformed URLs and driver errors), and
-validation of database.url before anything connects. The one masking helper for URLs."""
+"""Validation of database.url before anything connects (masking lives in core.redaction)."""
 
 from __future__ import annotations
 
-import re
-
 from core.errors import ConfigError
-
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(.*)(@)", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
-_BARE_PASSWORD = re.compile(r"^(\s*[^\s:/@=]*:)([^\s]*)(@[^@\s]*)$")  # user:pw@host, no scheme
+from core.redaction import mask_url_in
 
 
-def redact_url(url: str) -> str:
-    """The URL or `key=value` conninfo with its password replaced by ***, for logs and messages.
-
-    Works on malformed URLs too (the password is everything between `user:` and the last `@`)."""
-    masked = _URL_PASSWORD.sub(_stars, url)
-    if "://" not in masked:
-        masked = _BARE_PASSWORD.sub(_stars, masked)
-    return _KV_PASSWORD.sub(r"\1***", masked)
-
-
-def _stars(match: re.Match[str]) -> str:
-    """user:PASSWORD@ -> user:***@ (an empty password, as the embedded server's, stays empty)."""
-    return match.group(0) if not match.group(2) else f"{match.group(1)}***{match.group(3)}"
-
-
-def _password_of(url: str) -> str | None:
-    for pattern, group in ((_URL_PASSWORD, 2), (_KV_PASSWORD, 2), (_BARE_PASSWORD, 2)):
-        match = pattern.search(url)
-        if match and match.group(group) not in ("", "***"):
-            return match.group(group).strip("'")
-    return None
-
-
-def mask_in(text: str, url: str | None) -> str:
-    """`text` (a driver message) as one line, without the password of `url` anywhere in it."""
-    flat = " ".join(str(text).split())
-    if url:
-        password = _password_of(url)
-        if password:
-            flat = flat.replace(password, "***")
-        flat = flat.replace(url, redact_url(url))
-    return redact_url(flat)
+def one_line(text: str) -> str:
+    """A driver message on one line (libpq errors span several)."""
+    return " ".join(str(text).split())
 
 
 def check_url(url: str, origin: str = "database.url") -> None:
@@ -55,7 +20,8 @@ def check_url(url: str, origin: str = "database.url") -> None:
         conninfo_to_dict(url)
     except psycopg.Error as exc:
         raise ConfigError(
-            f"database.url ({origin}) is not a valid PostgreSQL URL: {mask_in(str(exc), url)}; "
-            "expected postgresql://USER:PASSWORD@HOST:5432/DBNAME (percent-encode special "
+            f"database.url ({origin}) is not a valid PostgreSQL URL: "
+            f"{one_line(mask_url_in(str(exc), url))}; expected "
+            "postgresql://USER:PASSWORD@HOST:5432/DBNAME (percent-encode special "
             "characters in the password)"
         ) from None

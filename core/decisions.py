@@ -9,7 +9,7 @@ from typing import Any
 
 from core.db import Database
 from core.errors import InputError, NotFoundError
-from core.redaction import redact
+from core.redaction import redact, redact_tree
 from core.troubleshooting import check_agent, check_uuid
 
 DECISION_TYPES = (
@@ -83,14 +83,9 @@ def check_outcome(value: str) -> str:
 
 
 def _redact_json(value: Any) -> Any:
-    """Redact every string inside a JSON-like value (context often carries error text)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {str(k): _redact_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_json(v) for v in value]
-    return value
+    """Redact every string inside a JSON-like value (context often carries error text); a
+    value under a secret key (`{"password": "x"}`) goes whole."""
+    return redact_tree(value)
 
 
 def _unit(value: float | None, what: str) -> float | None:

@@ -19,6 +19,7 @@ from core.db import Database
 from core.embeddings import Embedder
 from core.errors import DatabaseUnavailable, InputError, ModelMismatchError, NotFoundError
 from core.files import FileTooLarge, NotARegularFile, read_regular_file
+from core.redaction import redact, redact_counted, redact_locator, redact_tree
 
 DOC_TYPES = (
     "adr", "provider_doc", "dag", "troubleshooting", "guide", "policy",
@@ -48,6 +49,30 @@ def normalize_text(text: str) -> str:
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def redact_document(
+    text: str, metadata: dict[str, Any], redact: bool
+) -> tuple[str, int, dict[str, Any]]:
+    """The text to store, the secrets taken out of it, and its metadata (redacted too, and
+    recording the choice: `"redaction": "off"` when the caller opted out, else the count)."""
+    if not redact:
+        return text, 0, {**metadata, "redaction": "off"}
+    text, found = redact_counted(text)
+    metadata = {
+        k: v for k, v in redact_tree(metadata).items() if k not in ("redaction", "redactions")
+    }
+    if found:
+        metadata["redactions"] = found
+    return text, found, metadata
+
+
+def _locator(value: str | None) -> str | None:
+    return redact_locator(value) if value else value
+
+
+def _redacted(value: str | None) -> str | None:
+    return redact(value) if value else value
 
 
 def infer_doc_type(path: Path, text: str) -> str:
@@ -85,6 +110,7 @@ class IngestItem:
     reason: str | None = None
     document_id: str | None = None
     chunks: int = 0
+    redactions: int = 0  # secrets replaced in what was written
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,10 +129,15 @@ class IngestReport:
         statuses = ("added", "updated", "unchanged", "skipped", "failed")
         return {s: self.count(s) for s in statuses}
 
+    @property
+    def redactions(self) -> int:
+        return sum(item.redactions for item in self.items)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.counts,
             "chunks_embedded": self.chunks_embedded,
+            "redactions": self.redactions,
             "items": [i.to_dict() for i in self.items],
         }
 
@@ -192,6 +223,7 @@ class _Pending:
     metadata: dict[str, Any]
     existing_id: UUID | None
     chunks: list[Any]
+    redactions: int = 0
 
 
 def _summary(row: dict[str, Any]) -> DocumentSummary:
@@ -286,16 +318,29 @@ class RagStore:
         source_path: str | None,
         source_url: str | None,
         name: str | None,
+        redact: bool = True,
     ) -> _Pending | IngestItem:
         check_doc_type(doc_type)
         normalized = normalize_text(text)
         if not normalized.strip():
             return IngestItem(source_key, "skipped", "empty")
+        # Secrets go before hashing and chunking: chunks stay exact slices of what is stored,
+        # and re-ingesting the same text is "unchanged".
+        normalized, found, metadata = await asyncio.to_thread(
+            redact_document, normalized, dict(metadata or {}), redact
+        )
+        if redact:
+            source_key, source_path, source_url, title = (
+                redact_locator(source_key), _locator(source_path), _locator(source_url),
+                _redacted(title),
+            )  # fmt: skip
         digest = content_hash(normalized)
         row = await self.db.fetchone(
-            "SELECT id, content_hash FROM rag_documents WHERE source_key = %s", (source_key,)
+            "SELECT id, content_hash, metadata->>'redaction' AS redaction FROM rag_documents"
+            " WHERE source_key = %s",
+            (source_key,),
         )
-        if row and row["content_hash"] == digest:
+        if row and row["content_hash"] == digest and row["redaction"] == metadata.get("redaction"):
             return IngestItem(source_key, "unchanged", document_id=str(row["id"]))
         chunks = await asyncio.to_thread(self._chunk, normalized, name or source_key)
         return _Pending(
@@ -306,9 +351,10 @@ class RagStore:
             title=title or guess_title(normalized, Path(source_key).name or source_key),
             text=normalized,
             digest=digest,
-            metadata=dict(metadata or {}),
+            metadata=metadata,
             existing_id=row["id"] if row else None,
             chunks=chunks,
+            redactions=found,
         )
 
     async def _write(self, pending: _Pending, vectors: np.ndarray) -> IngestItem:
@@ -366,7 +412,8 @@ class RagStore:
                 "SELECT pg_notify(%s, %s)", (CHANGE_CHANNEL, pending.source_key[:1000])
             )
         status = "updated" if row["replaced"] else "added"
-        return IngestItem(pending.source_key, status, document_id=str(doc_id), chunks=len(vectors))
+        return IngestItem(pending.source_key, status, document_id=str(doc_id), chunks=len(vectors),
+                          redactions=pending.redactions)  # fmt: skip
 
     async def _flush(self, batch: list[_Pending], report: IngestReport) -> None:
         if not batch:
@@ -396,7 +443,10 @@ class RagStore:
         metadata: dict[str, Any] | None = None,
         source_path: str | None = None,
         source_url: str | None = None,
+        redact: bool = True,
     ) -> IngestItem:
+        """Store one text as a document. Secrets are redacted unless `redact` is False (the
+        document's metadata then says `"redaction": "off"`)."""
         if not source_key or not source_key.strip():
             raise InputError("a source key is required to ingest text (e.g. 'note:dns-fix')")
         await self.check_model()
@@ -409,6 +459,7 @@ class RagStore:
             source_path=source_path,
             source_url=source_url,
             name=source_path or source_key,
+            redact=redact,
         )
         if isinstance(prepared, IngestItem):
             return prepared
@@ -462,9 +513,11 @@ class RagStore:
         metadata_for: Callable[[Path, str], dict[str, Any]] | None = None,
         progress: Callable[[IngestProgress], None] | None = None,
         batch_chunks: int = 256,
+        redact: bool = True,
     ) -> IngestReport:
         """Ingest files and directories. Each document is written in its own transaction, so a
-        cancelled or killed run leaves whole documents only."""
+        cancelled or killed run leaves whole documents only. Secrets are redacted unless
+        `redact` is False."""
         if doc_type is not None:
             check_doc_type(doc_type)
         await self.check_model()
@@ -491,6 +544,7 @@ class RagStore:
                         source_path=str(path),
                         source_url=None,
                         name=path.name,
+                        redact=redact,
                     )
                 except InputError as exc:
                     prepared = IngestItem(str(path), "failed", str(exc))

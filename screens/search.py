@@ -323,6 +323,8 @@ class SearchPane(PaneScreen):
             f"{c['skipped']} skipped, {c['failed']} failed ({message.report.chunks_embedded} "
             "chunks embedded)"
         )
+        if getattr(message.report, "redactions", 0):
+            text += f"; {message.report.redactions} secret(s) redacted before storing"
         self.notify(text, severity="warning" if c["failed"] else "information", timeout=8)
         self.load_stats()
 

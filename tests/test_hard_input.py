@@ -100,7 +100,8 @@ def test_a_malformed_database_url_is_one_line_without_its_password(url: str) -> 
 
 
 def test_redact_url_handles_odd_urls() -> None:
-    from core.db_url import mask_in, redact_url
+    from core.redaction import mask_url as redact_url
+    from core.redaction import mask_url_in as mask_in
 
     assert redact_url("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
     assert redact_url("host=h password='a b' user=u") == "host=h password=*** user=u"

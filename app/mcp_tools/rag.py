@@ -124,6 +124,13 @@ class IngestArgs(ToolArgs):
         default=None, min_length=1, max_length=300, description="Title for content."
     )
     metadata: Metadata | None = None
+    redact: bool = Field(
+        default=True,
+        description="Replace secrets (passwords, tokens, private keys, credentials in URLs) "
+        "with [REDACTED] before storing, so they never become searchable (default). Set false "
+        "only for text that must be stored exactly; the document's metadata then records "
+        '"redaction": "off".',
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> IngestArgs:
@@ -197,13 +204,19 @@ def _files_inside(target: Path, roots: tuple[str, ...]) -> tuple[list[Path], lis
     return inside, outside
 
 
+def _redacted(report: Any) -> str:
+    n = report.redactions
+    return f"; {n} secret(s) redacted before storing" if n else ""
+
+
 @tool("ingest_to_rag", IngestArgs, title="Add documents to the memory", writes=True)
 async def ingest_to_rag(wb: Any, ctx: ToolContext, args: IngestArgs) -> ToolResult:
     """Store a document in the workbench's memory so later query_rag calls find it: either
     `content` (text you wrote or were given, e.g. a fix that worked, with a stable `source`
     key) or `path` (a file or directory inside the server's configured ingest roots). Unchanged
     documents are detected by hash and not re-embedded; a changed document replaces its old
-    version. Refused when the server runs read-only."""
+    version. Secrets are redacted before storing unless redact is false. Refused when the
+    server runs read-only."""
     if args.content is not None:
         source = args.source or "mcp:" + hashlib.sha256(args.content.encode()).hexdigest()[:16]
         item = await wb.rag.ingest_text(
@@ -216,9 +229,10 @@ async def ingest_to_rag(wb: Any, ctx: ToolContext, args: IngestArgs) -> ToolResu
                 "ingested_via": "mcp",
                 "mcp_session": ctx.session_id,
             },
+            redact=args.redact,
         )
         note = f" ({item.reason})" if item.reason else ""
-        text = f"{item.status}: {source} ({item.chunks} chunks){note}"
+        text = f"{item.status}: {item.source_key} ({item.chunks} chunks){note}{_redacted(item)}"
         return ToolResult.of({"mode": "content", **item.to_dict()}, text)
 
     target = _confine(args.path or "", ctx.ingest_roots)
@@ -228,7 +242,9 @@ async def ingest_to_rag(wb: Any, ctx: ToolContext, args: IngestArgs) -> ToolResu
             f"{target} holds {len(files)} files, more than {MAX_PATH_FILES} per call; ingest "
             "its subdirectories one at a time (or use 'qwb ingest' on the command line)"
         )
-    report = await wb.rag.ingest_paths(files, doc_type=args.doc_type, metadata=args.metadata)
+    report = await wb.rag.ingest_paths(
+        files, doc_type=args.doc_type, metadata=args.metadata, redact=args.redact
+    )
     data = report.to_dict()
     items = data.pop("items")
     items += [
@@ -246,7 +262,7 @@ async def ingest_to_rag(wb: Any, ctx: ToolContext, args: IngestArgs) -> ToolResu
     text = (
         f"{target}: added {c['added']}, updated {c['updated']}, unchanged {c['unchanged']}, "
         f"skipped {c['skipped'] + len(outside)}, failed {c['failed']} "
-        f"({report.chunks_embedded} chunks embedded)"
+        f"({report.chunks_embedded} chunks embedded){_redacted(report)}"
     )
     problems = [i for i in items if i["status"] in ("skipped", "failed")][:10]
     if problems:

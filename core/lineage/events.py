@@ -2,8 +2,10 @@
 
 `parse_event(obj)` accepts a RunEvent, JobEvent or DatasetEvent as a decoded JSON object and
 returns a `LineageEvent`, or raises `InvalidEvent` with one line saying what is wrong. It never
-touches the database. Secrets in free text (error messages, stack traces, source code, URLs in
-facets) are redacted before anything is hashed or stored, so a re-delivered event hashes the same.
+touches the database. Secrets anywhere in the event (error messages, stack traces, source code,
+facets, and credentials in job and dataset names and namespaces such as
+`postgres://airflow:PW@db:5432`) are redacted before anything is hashed or stored, so a
+re-delivered event hashes the same.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import ast
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -102,24 +103,16 @@ class LineageEvent:
         return (self.event_time, self.event_hash)
 
 
-def _redactor() -> Callable[[str], str]:
-    """core.redaction.redact when it is importable, else identity (import is lazy)."""
-    try:
-        from core.redaction import redact
-    except ImportError:  # pragma: no cover - the module ships with the project
-        return lambda text: text
-    return lambda text: redact(text) or text
+# Names of jobs, datasets and namespaces are identifiers: only credentials in URLs, secret
+# query parameters and issued tokens are taken out of them (`postgres://airflow:PW@db:5432`).
+LOCATOR_KEYS = frozenset({"namespace", "name"})
 
 
-def redact_tree(value: Any, redact: Callable[[str], str]) -> Any:
-    """`value` with `redact` applied to every string inside it (dicts and lists are copied)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: redact_tree(v, redact) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_tree(v, redact) for v in value]
-    return value
+def redact_event(obj: dict[str, Any]) -> dict[str, Any]:
+    """The event with every string redacted (names and namespaces as locators)."""
+    from core.redaction import redact_tree
+
+    return redact_tree(obj, locator_keys=LOCATOR_KEYS)
 
 
 def canonical_json(value: Any) -> str:
@@ -213,10 +206,8 @@ def _uuid(value: Any, where: str) -> str:
         raise InvalidEvent(f"{where} {value!r} is not a UUID") from None
 
 
-def _datasets(
-    obj: dict[str, Any], key: str, redact: Callable[[str], str]
-) -> tuple[tuple[DatasetRef, ...], list[Any]]:
-    """The distinct datasets of `inputs`/`outputs` and the redacted list to store."""
+def _datasets(obj: dict[str, Any], key: str) -> tuple[tuple[DatasetRef, ...], list[Any]]:
+    """The distinct datasets of `inputs`/`outputs` (of an event redacted already)."""
     value = obj.get(key)
     if value is None:
         return (), []
@@ -233,10 +224,8 @@ def _datasets(
         namespace = _require_str(item, "namespace", where)
         name = _require_str(item, "name", where)
         _facets(item, "facets", where)
-        clean = {k: (v if k in ("namespace", "name") else redact_tree(v, redact))
-                 for k, v in item.items()}  # fmt: skip
-        stored.append(clean)
-        seen.setdefault((namespace, name), DatasetRef(namespace, name, clean.get("facets") or {}))
+        stored.append(item)
+        seen.setdefault((namespace, name), DatasetRef(namespace, name, item.get("facets") or {}))
     return tuple(seen.values()), stored
 
 
@@ -277,11 +266,12 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def parse_event(obj: Any, *, redact: Callable[[str], str] | None = None) -> LineageEvent:
-    """Validate and normalise one OpenLineage event (a decoded JSON object)."""
+def parse_event(obj: Any) -> LineageEvent:
+    """Validate and normalise one OpenLineage event (a decoded JSON object). Secrets anywhere
+    in it, names included, are redacted before anything is hashed or stored."""
     if not isinstance(obj, dict):
         raise InvalidEvent("an OpenLineage event must be a JSON object")
-    redact = redact or _redactor()
+    obj = redact_event(obj)
     event_time = parse_time(obj.get("eventTime"), "eventTime")
     producer = _require_str(obj, "producer", "event")
     if "schemaURL" in obj and not isinstance(obj["schemaURL"], str):
@@ -292,8 +282,7 @@ def parse_event(obj: Any, *, redact: Callable[[str], str] | None = None) -> Line
         if not isinstance(ds, dict):
             raise InvalidEvent("dataset must be an object with namespace and name")
         raw = dict(obj)
-        raw["dataset"] = {k: (v if k in ("namespace", "name") else redact_tree(v, redact))
-                          for k, v in ds.items()}  # fmt: skip
+        raw["dataset"] = dict(ds)
         raw["dataset"]["facets"] = _facets(raw["dataset"], "facets", "dataset")
         ref = DatasetRef(
             _require_str(ds, "namespace", "dataset"),
@@ -310,9 +299,9 @@ def parse_event(obj: Any, *, redact: Callable[[str], str] | None = None) -> Line
         raise InvalidEvent("job is required and must be an object with namespace and name")
     job_namespace = _require_str(job, "namespace", "job")
     job_name = _require_str(job, "name", "job")
-    job_facets = redact_tree(_facets(job, "facets", "job"), redact)
-    inputs, raw_inputs = _datasets(obj, "inputs", redact)
-    outputs, raw_outputs = _datasets(obj, "outputs", redact)
+    job_facets = _facets(job, "facets", "job")
+    inputs, raw_inputs = _datasets(obj, "inputs")
+    outputs, raw_outputs = _datasets(obj, "outputs")
     raw = dict(obj)
     if "inputs" in obj:
         raw["inputs"] = raw_inputs
@@ -330,7 +319,7 @@ def parse_event(obj: Any, *, redact: Callable[[str], str] | None = None) -> Line
         if not isinstance(run, dict):
             raise InvalidEvent("run must be an object with a runId")
         run_id = _uuid(run.get("runId"), "run.runId")
-        run_facets = redact_tree(_facets(run, "facets", "run"), redact)
+        run_facets = _facets(run, "facets", "run")
         raw["run"] = dict(run, facets=run_facets) if "facets" in run else dict(run)
         event_type = obj.get("eventType", "OTHER")
         if event_type is None:
@@ -389,7 +378,7 @@ def _reject_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
-def parse_event_bytes(data: bytes | str, **kwargs: Any) -> LineageEvent:
+def parse_event_bytes(data: bytes | str) -> LineageEvent:
     """Decode JSON text and parse it; not-JSON is an InvalidEvent too."""
     try:
         obj = json.loads(data, parse_constant=_reject_constant)
@@ -397,4 +386,4 @@ def parse_event_bytes(data: bytes | str, **kwargs: Any) -> LineageEvent:
         raise InvalidEvent(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidEvent("the body is nested too deeply") from None
-    return parse_event(obj, **kwargs)
+    return parse_event(obj)
