@@ -6,8 +6,9 @@
 
 Prints, per backend:
   ready     a fresh process: import + model load (`LocalEmbedder.warm_up()`), median of --runs
-  query     one short query embedded (cache bypassed), p50/p95 over 200 queries, warm model
+  query     one short query embedded (cache bypassed), p50/p95 over 100 queries, warm model
   embed     the embedder alone on rag_bench's chunks (real corpus sentences), chunks/s
+            (query and embed run in interleaved rounds across backends; medians)
   ingest    `RagStore.ingest_paths` of the same documents into a fresh store, chunks/s
   search    a cold `qwb search` process against that store (server running, OS cache warm),
             median of --runs
@@ -73,7 +74,7 @@ def model_ready(backend: str, runs: int, tmp: Path) -> tuple[float, float]:
     return statistics.median(ready), statistics.median(load)
 
 
-def query_latency(embedder: object, n: int = 200) -> tuple[float, float]:
+def query_latency(embedder: object, n: int = 100) -> tuple[float, float]:
     rng = random.Random(7)
     words = "deploy freeipa dns openshift kcli bastion vlan certificate dag airflow vm".split()
     times = []
@@ -133,6 +134,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--backends", default="onnx,torch")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved embedding rounds")
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-ingest", action="store_true", help="no store, no cold search")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -147,21 +150,34 @@ def main() -> None:
     texts = chunk_texts(docs_dir)
     print(f"{len(texts)} chunks from rag_bench's generator; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, float]] = {b: {} for b in backends}
     for backend in backends:
-        row = rows.setdefault(backend, {})
-        row["ready"], row["load"] = model_ready(backend, args.runs, tmp)
-        embedder = LocalEmbedder(backend=backend)
+        rows[backend]["ready"], rows[backend]["load"] = model_ready(backend, args.runs, tmp)
+    embedders = {b: LocalEmbedder(backend=b, batch_size=args.batch_size) for b in backends}
+    for embedder in embedders.values():
         embedder.encode_sync(texts[:32])
-        row["q50"], row["q95"] = query_latency(embedder)
-        started = time.perf_counter()
-        embedder.encode_sync(texts)
-        row["embed"] = len(texts) / (time.perf_counter() - started)
-        if not args.skip_ingest:
+    # Interleaved rounds, so host noise hits every backend alike; medians per backend.
+    rates: dict[str, list[float]] = {b: [] for b in backends}
+    latencies: dict[str, list[tuple[float, float]]] = {b: [] for b in backends}
+    for _ in range(args.rounds):
+        for backend, embedder in embedders.items():
+            latencies[backend].append(query_latency(embedder, 100))
+            started = time.perf_counter()
+            embedder.encode_sync(texts)
+            rates[backend].append(len(texts) / (time.perf_counter() - started))
+    for backend in backends:
+        rows[backend]["q50"] = statistics.median(q[0] for q in latencies[backend])
+        rows[backend]["q95"] = statistics.median(q[1] for q in latencies[backend])
+        rows[backend]["embed"] = statistics.median(rates[backend])
+    del embedders
+    if not args.skip_ingest:
+        for backend in backends:
             data_dir = tmp / f"store-{backend}"
-            row["ingest"] = asyncio.run(ingest_rate(backend, docs_dir, data_dir / "pgdata", tmp))
-            row["search"] = cold_search(backend, data_dir, args.runs, tmp)
-        print(f"  {backend}: done (load average {os.getloadavg()[0]:.1f})", flush=True)
+            rows[backend]["ingest"] = asyncio.run(
+                ingest_rate(backend, docs_dir, data_dir / "pgdata", tmp)
+            )
+            rows[backend]["search"] = cold_search(backend, data_dir, args.runs, tmp)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print()
     print(f"{'':22}" + "".join(f"{b:>14}" for b in backends))
     labels = [("ready", "model ready (s)"), ("load", "  of which load (s)"),
