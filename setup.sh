@@ -37,4 +37,8 @@ if [ $dev = 1 ]; then
     .venv-aider/bin/pip install -q aider-chat==0.86.2
   fi
 fi
+# The embedder runs on ONNX Runtime: export the packaged weights once (offline; skipped when done).
+log "exporting the embedding model to ONNX"
+.venv/bin/qwb model export
+
 log "ready: .venv/bin/qwb --help"

@@ -88,6 +88,9 @@ main.add_command(serve_cmd)
 from app.cli_agent import agent_group  # noqa: E402
 
 main.add_command(agent_group)
+from app.cli_model import model_group  # noqa: E402
+
+main.add_command(model_group)
 
 if __name__ == "__main__":
     main()

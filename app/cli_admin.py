@@ -110,7 +110,7 @@ async def run_checks(config: Config) -> list[dict[str, Any]]:
                 {
                     "name": "embedding model",
                     "ok": len(vector) == wb.embedder.dim,
-                    "detail": f"{wb.embedder.model_name} ({wb.embedder.dim}-d)",
+                    "detail": _model_detail(wb.embedder),
                 }
             )
         except QwbError as exc:
@@ -119,6 +119,18 @@ async def run_checks(config: Config) -> list[dict[str, Any]]:
     finally:
         await wb.close()
     return checks
+
+
+def _model_detail(embedder: Any) -> str:
+    """Model id, dimension, runtime and how long it took to load (local models)."""
+    detail = f"{embedder.model_name} ({embedder.dim}-d)"
+    describe = getattr(embedder, "describe", None)
+    if describe is not None:
+        detail += f" on {describe()}"
+    seconds = getattr(embedder, "load_seconds", None)
+    if seconds is not None:
+        detail += f", loaded in {seconds:.2f} s"
+    return detail
 
 
 async def _llm_checks(config: Config) -> list[dict[str, Any]]:

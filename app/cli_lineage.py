@@ -457,7 +457,8 @@ def serve_cmd(
     host: str | None, port: int | None, token: str | None, insecure_no_token: bool,
     max_body_mb: float,
 ) -> None:  # fmt: skip
-    """Run the Marquez-compatible OpenLineage receiver (POST /api/v1/lineage) and read API."""
+    """Run the Marquez-compatible OpenLineage receiver (POST /api/v1/lineage) and read API,
+    and the OpenAI-compatible embeddings API (POST /v1/embeddings) over the stored model."""
     config = get_config()
     host = host or config.get("lineage.serve_host")
     port = config.get("lineage.serve_port") if port is None else port

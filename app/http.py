@@ -8,6 +8,7 @@ Routes (Marquez's paths and shapes, so Airflow's OpenLineage HTTP transport can 
   (directed up- and downstream, plus Airflow task dependencies as job→job edges).
 - ``GET /api/v1/events/lineage?before=&after=&sortDirection=&limit=&offset=``: the raw events.
 - ``GET /health``: liveness and the database check (never needs the token).
+- ``POST /v1/embeddings``: OpenAI's embeddings API over the stored model (app/http_embeddings.py).
 
 Every handler is async and does its database work through the async pool.
 """
@@ -259,4 +260,7 @@ def create_app(
         Route("/api/v1/events/lineage", guarded(get_events), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
+    from app.http_embeddings import embedding_routes
+
+    routes += embedding_routes(authorized, read_body, BodyTooLarge)
     return Starlette(routes=routes, lifespan=lifespan)

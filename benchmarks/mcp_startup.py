@@ -3,6 +3,7 @@ query_rag answer, as a client such as Claude Code sees it (a fresh process per r
 
     .venv/bin/python benchmarks/mcp_startup.py              # embedded PostgreSQL in a temp dir
     .venv/bin/python benchmarks/mcp_startup.py --runs 7
+    .venv/bin/python benchmarks/mcp_startup.py --backends onnx,torch   # side by side
     .venv/bin/python benchmarks/mcp_startup.py --database-url postgresql://...   # external server
 
 The store is filled once with --docs files of the shared corpus (../shared/corpus/qubinode-docs)
@@ -147,6 +148,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=25, help="corpus files to ingest first")
     parser.add_argument("--preload", action="store_true", help="run the server with --preload")
     parser.add_argument(
+        "--backends", default="onnx", help="embedding backends to time in turn, e.g. onnx,torch"
+    )
+    parser.add_argument(
         "--pause", type=float, default=0.0, help="seconds between tools/list and query_rag"
     )
     args = parser.parse_args()
@@ -157,6 +161,13 @@ def main() -> None:
     env = _env(config, args.database_url, tmp / "pgdata")
     _fill(env, args.docs)
     server_args = ["--preload"] if args.preload else []
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        env["QWB_EMBEDDING_BACKEND"] = backend
+        print(f"\n== embedding.backend = {backend}")
+        _time_backend(env, server_args, args)
+
+
+def _time_backend(env: dict[str, str], server_args: list[str], args: argparse.Namespace) -> None:
     one_run(env, QUERIES[0], server_args, 0.0)  # warm the OS page cache; not counted
 
     runs = [

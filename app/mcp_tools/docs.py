@@ -113,10 +113,12 @@ the config file `$XDG_CONFIG_HOME/qwb/config.toml` of the user the client runs a
   embedding model loads in a background thread, so only tools that embed text (`query_rag`,
   `ingest_to_rag`, `search_similar_errors`, `log_troubleshooting_attempt`) may wait for it, once.
   With `--preload` both start right after the handshake instead. Measured with
-  `benchmarks/mcp_startup.py` (2-core VM, embedded PostgreSQL, median of 5 fresh processes):
-  process start to the `tools/list` answer 1.1 s; to the first `query_rag` answer, sent at
-  once, 7.6 s (model load 6.4 s, database open 0.3 s, in parallel); with `--preload` and the
-  first call 15 s later, that call is answered in 0.3 s; later searches take 25-60 ms.
+  `benchmarks/mcp_startup.py --backends onnx,torch` (2-core VM shared with other work, load
+  average 2-4, embedded PostgreSQL, median of 5 fresh processes): process start to the
+  `tools/list` answer 1.7-1.9 s; to the first `query_rag` answer, sent at once, 2.6 s with the
+  default ONNX Runtime embedder (model load 0.26 s, database open 0.4 s, in parallel) against
+  13.9 s with `embedding.backend = "torch"` (model load 10.8 s); later searches take 20-60 ms.
+  (Before the ONNX embedder, on an idle host: 7.6 s, of which model load 6.4 s.)
 - **Sessions.** Each connection gets its own session id (`mcp-<date>-<time>-<random>`, shown by
   `get_rag_stats`). Attempts logged through `log_troubleshooting_attempt` carry it; a client may
   pass its own `session_id` argument, or start the server with `--session-id`. History and
