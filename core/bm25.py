@@ -1,0 +1,220 @@
+"""The BM25 text side: top k from the impact-ordered postings of migrations/0006_bm25.sql.
+
+Terms are PostgreSQL's `english` lexemes (the same `to_tsvector` that fills rag_chunks.tsv), so
+the index, its backfill and the question agree on tokenisation. The top k is found without
+scoring every match: read each query term's best `depth` postings (index order), score that
+union exactly (tf, length, N, df, avgdl of the same snapshot), and stop when the k-th score beats
+what any chunk outside the union could reach (the threshold of Fagin's algorithm); else read
+deeper. A filter that leaves few chunks is scored exactly instead (cheaper than reading deep).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Quoted phrases and -negation (web-search syntax) make the text side a filter as well.
+_OPERATOR_RE = re.compile(r'"|(^|\s)-\S')
+_NEGATED_RE = re.compile(r'(^|\s)-("[^"]*"?|\S+)')
+
+
+@dataclass(frozen=True)
+class Bm25Settings:
+    depth: int = 64  # postings read per query term in the first round
+    max_depth: int = 8192  # deepest read before settling (unfiltered) or scoring exactly
+    exact_max_chunks: int = 20_000  # a filter leaving at most this many chunks is scored exactly
+
+
+@dataclass(frozen=True)
+class Bm25Hit:
+    chunk_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Bm25Result:
+    hits: list[Bm25Hit]
+    exact: bool  # proved the true top k (threshold met, or scored exhaustively)
+    rounds: int
+    path: str  # "threshold" | "exact" | "none"
+
+
+def query_terms_text(query: str) -> str:
+    """The part of the question whose words are scored: negated words and phrases removed."""
+    return _NEGATED_RE.sub(" ", query)
+
+
+def has_operators(query: str) -> bool:
+    return bool(_OPERATOR_RE.search(query))
+
+
+def idf(n: int, df: int) -> float:
+    """BM25 inverse document frequency (Lucene / bm25s 'lucene' variant): never negative."""
+    return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+# The question's lexemes, token by token, with their store ids (NULL when no chunk has them).
+TOKENS_SQL = """
+SELECT d.alias, l.lexeme, t.id, t.df
+FROM ts_debug('english', %(text)s) WITH ORDINALITY
+     AS d(alias, description, token, dictionaries, dictionary, lexemes, ord)
+CROSS JOIN LATERAL unnest(d.lexemes) AS l(lexeme)
+LEFT JOIN rag_terms t ON t.term = l.lexeme AND t.df > 0
+ORDER BY d.ord
+"""
+STATS_SQL = "SELECT chunks, total_len, ref_avgdl, k1, b FROM rag_text_stats"
+COMPOUND_ALIASES = {"asciihword", "hword", "numhword"}
+
+
+def select_terms(tokens: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Term id -> df for the question's tokens found in the store. A hyphenated word the store
+    knows whole (`ipa-server-install`, `KEYTAB-REJECT`) is scored whole: its parts would rank
+    chunks that merely share one of them. Unknown compounds fall back to their parts."""
+    terms: dict[int, int] = {}
+    compound_known = False
+    for token in tokens:
+        alias = token["alias"]
+        if alias in COMPOUND_ALIASES:
+            compound_known = token["id"] is not None
+        elif not alias.startswith("hword_"):
+            compound_known = False
+        elif compound_known:
+            continue  # a part of a compound scored whole
+        if token["id"] is not None:
+            terms[token["id"]] = token["df"]
+    return terms
+
+
+# Score the candidates exactly and keep the best k that pass the filters; {candidates} is a
+# query returning chunk_id. The threshold path also returns, per term, the last impact it read.
+SCORE_SQL = """
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
+{prelude}
+cand AS ({candidates}),
+scored AS (
+    SELECT p.chunk_id,
+           sum(q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / %(avgdl)s))) AS score
+    FROM cand
+    JOIN rag_postings p ON p.chunk_id = cand.chunk_id AND p.term_id = ANY(%(ids)s::int[])
+    JOIN q ON q.term_id = p.term_id
+    GROUP BY p.chunk_id
+),
+hits AS (
+    SELECT s.chunk_id, s.score
+    FROM scored s
+    JOIN rag_chunks c ON c.id = s.chunk_id JOIN rag_documents d ON d.id = c.document_id
+    WHERE {filters} AND {match}
+    ORDER BY s.score DESC, d.source_key, c.chunk_index
+    LIMIT %(k)s
+)
+SELECT chunk_id, score, NULL::int AS term_id, NULL::bigint AS n FROM hits
+{tail}
+"""
+
+# Each query term's `depth` best postings, read in index order (never the whole list).
+THRESHOLD_PRELUDE = """
+top_postings AS MATERIALIZED (
+    SELECT q.term_id, p.chunk_id, p.impact
+    FROM q CROSS JOIN LATERAL (
+        SELECT chunk_id, impact FROM rag_postings WHERE term_id = q.term_id
+        ORDER BY impact DESC LIMIT %(depth)s
+    ) p
+),
+"""
+THRESHOLD_CANDIDATES = "SELECT DISTINCT chunk_id FROM top_postings"
+THRESHOLD_TAIL = """
+UNION ALL
+SELECT NULL, min(impact), term_id, count(*) FROM top_postings GROUP BY term_id
+"""
+
+EXACT_CANDIDATES = """
+    SELECT c.id AS chunk_id FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+    WHERE {filters}
+"""
+
+
+async def bm25_top(
+    conn: Any,
+    query: str,
+    *,
+    k: int,
+    filter_sql: str = "TRUE",
+    filter_params: dict[str, Any] | None = None,
+    settings: Bm25Settings = Bm25Settings(),
+) -> Bm25Result:
+    """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
+    and d). Run it inside one transaction with a snapshot (REPEATABLE READ) for consistency."""
+    cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)})
+    terms = list(select_terms(await cur.fetchall()).items())
+    cur = await conn.execute(STATS_SQL)
+    stats = await cur.fetchone()
+    n, total = stats["chunks"], stats["total_len"]
+    if not terms or n == 0 or total == 0:
+        return Bm25Result([], True, 0, "none")
+    avgdl = total / n
+    ref = stats["ref_avgdl"] or avgdl
+    params: dict[str, Any] = {
+        **(filter_params or {}),
+        "ids": [t for t, _ in terms],
+        "idf": [idf(n, df) for _, df in terms],
+        "k1": stats["k1"],
+        "b": stats["b"],
+        "avgdl": avgdl,
+        "k": k,
+        "q": query,
+    }
+    match = "c.tsv @@ websearch_to_tsquery('english', %(q)s)" if has_operators(query) else "TRUE"
+    weight = dict(zip(params["ids"], params["idf"], strict=True))
+
+    filtered = filter_sql.strip() != "TRUE"
+    if filtered:
+        cur = await conn.execute(
+            f"SELECT count(*) AS n FROM (SELECT 1 FROM rag_chunks c JOIN rag_documents d"
+            f" ON d.id = c.document_id WHERE {filter_sql} LIMIT %(cap)s) s",
+            {**params, "cap": settings.exact_max_chunks + 1},
+        )
+        if (await cur.fetchone())["n"] <= settings.exact_max_chunks:
+            return await _exact(conn, params, filter_sql, match)
+
+    # Impacts were stored with ref_avgdl; with another avgdl a tf part can grow by at most
+    # avgdl / ref_avgdl (see the migration), so the threshold is scaled to stay a true bound.
+    slack = max(1.0, avgdl / ref) * (1 + 1e-6)
+    sql = SCORE_SQL.format(
+        prelude=THRESHOLD_PRELUDE,
+        candidates=THRESHOLD_CANDIDATES,
+        filters=filter_sql,
+        match=match,
+        tail=THRESHOLD_TAIL,
+    )
+    depth, rounds = settings.depth, 0
+    while True:
+        rounds += 1
+        cur = await conn.execute(sql, {**params, "depth": depth})
+        hits, bound = [], 0.0
+        for r in await cur.fetchall():
+            if r["term_id"] is None:
+                hits.append(Bm25Hit(r["chunk_id"], float(r["score"])))
+            elif r["n"] >= depth:  # the list goes on: an unseen chunk may still hold this term
+                bound += weight[r["term_id"]] * float(r["score"]) * slack
+        hits.sort(key=lambda h: -h.score)  # stable: keeps the SQL's tie order
+        if (len(hits) == k and hits[-1].score >= bound) or bound == 0.0:
+            return Bm25Result(hits, True, rounds, "threshold")
+        if depth >= settings.max_depth:
+            if filtered or match != "TRUE":
+                return await _exact(conn, params, filter_sql, match, rounds)
+            return Bm25Result(hits, False, rounds, "threshold")
+        depth = min(depth * 4, settings.max_depth)
+
+
+async def _exact(
+    conn: Any, params: dict[str, Any], filter_sql: str, match: str, rounds: int = 0
+) -> Bm25Result:
+    """Score every chunk that passes the filters (used when they leave few)."""
+    candidates = EXACT_CANDIDATES.format(filters=filter_sql)
+    sql = SCORE_SQL.format(prelude="", candidates=candidates, filters="TRUE", match=match, tail="")
+    cur = await conn.execute(sql, params)
+    hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
+    return Bm25Result(hits, True, rounds + 1, "exact")
