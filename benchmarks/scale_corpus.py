@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "qubinode-docs"
 GENERATOR_VERSION = "v1"
 CHUNKS_PER_DOC = 10
-SHARD = 5000
+SHARD = 1000
 SEED = 20261124
 
 
@@ -43,6 +43,7 @@ class ScaleChunk:
     document: int
     heading: str
     content: str
+    sentence_ids: tuple[int, ...]  # indexes into corpus_pools()[0]
 
     def embedding_text(self) -> str:
         """What the store embeds for a chunk: heading path, blank line, text (core.chunking)."""
@@ -84,14 +85,18 @@ def generate(n: int, corpus: Path = CORPUS) -> Iterator[ScaleChunk]:
     for i in range(n):
         doc = i // CHUNKS_PER_DOC
         k = 1 if rng.random() < 0.5 else 2
-        content = " ".join(rng.choice(sentences) for _ in range(k))
-        yield ScaleChunk(i, doc, rng.choice(headings), content)
+        ids = tuple(rng.randrange(len(sentences)) for _ in range(k))
+        heading = headings[rng.randrange(len(headings))]
+        yield ScaleChunk(i, doc, heading, " ".join(sentences[j] for j in ids), ids)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwb-bench"
 
 
 def cache_dir(model: str, corpus: Path = CORPUS) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     slug = re.sub(r"\W+", "-", model).strip("-")
-    return base / "qwb-bench" / f"search-scale-{corpus_digest(corpus)}-{slug}"
+    return cache_root() / f"search-scale-{corpus_digest(corpus)}-{slug}"
 
 
 def shard_path(folder: Path, shard: int) -> Path:
@@ -118,21 +123,52 @@ def load_vectors(folder: Path, n: int) -> np.ndarray:
     return np.concatenate(parts)[:n]
 
 
+def pieces_path(folder: Path) -> Path:
+    return folder / "pieces.npz"
+
+
+def composed_vectors(folder: Path, n: int) -> np.ndarray:
+    """Stand-in vectors for chunks not embedded yet: the normalised mean of the real MiniLM
+    vectors of the chunk's heading and sentences (embedded once each). They lie where MiniLM puts
+    this text, clustered as the real ones, but are not what embedding the whole chunk gives."""
+    data = np.load(pieces_path(folder), allow_pickle=False)
+    index = {text: i for i, text in enumerate(data["texts"].tolist())}
+    vectors = data["vectors"]
+    sentences, _ = corpus_pools()
+    out = np.empty((n, vectors.shape[1]), dtype=np.float32)
+    for chunk in generate(n):
+        rows = [index[chunk.heading], *(index[sentences[j]] for j in chunk.sentence_ids)]
+        v = vectors[rows].mean(axis=0)
+        out[chunk.index] = v / np.linalg.norm(v)
+    return out
+
+
 async def build_cache(n: int, batch: int = 256) -> Path:
-    """Embed the first n chunks with the configured embedder, shard by shard (resumable)."""
+    """Embed the unique headings and sentences (for composed vectors), then the first n chunks
+    shard by shard, with the configured embedder (resumable)."""
     from core.config import load_config
     from core.embeddings import get_embedder
 
     embedder = get_embedder(load_config())
     folder = cache_dir(embedder.model_name)
     folder.mkdir(parents=True, exist_ok=True)
+    await embedder.warm_up()
+    if not pieces_path(folder).exists():
+        sentences, headings = corpus_pools()
+        texts = list(dict.fromkeys(headings + sentences))
+        t0 = time.perf_counter()
+        vectors = [await embedder.embed_documents(texts[i : i + batch])
+                   for i in range(0, len(texts), batch)]  # fmt: skip
+        tmp = folder / ".tmp_pieces.npz"
+        np.savez(tmp, texts=np.array(texts), vectors=np.concatenate(vectors).astype(np.float32))
+        tmp.rename(pieces_path(folder))
+        print(f"pieces: {len(texts)} embedded in {time.perf_counter() - t0:.0f} s", flush=True)
     shards = -(-n // SHARD)
     start = cached_shards(folder, n)
     print(f"cache {folder}: {start}/{shards} shards present", flush=True)
     if start == shards:
         return folder
     texts = [c.embedding_text() for c in generate(shards * SHARD)]
-    await embedder.warm_up()
     t0, done = time.perf_counter(), 0
     for shard in range(start, shards):
         part = texts[shard * SHARD : (shard + 1) * SHARD]

@@ -25,7 +25,6 @@ _NEGATED_RE = re.compile(r'(^|\s)-("[^"]*"?|\S+)')
 class Bm25Settings:
     depth: int = 64  # postings read per query term in the first round
     max_depth: int = 8192  # deepest read before settling (unfiltered) or scoring exactly
-    exact_max_chunks: int = 20_000  # a filter leaving at most this many chunks is scored exactly
 
 
 @dataclass(frozen=True)
@@ -143,10 +142,12 @@ async def bm25_top(
     k: int,
     filter_sql: str = "TRUE",
     filter_params: dict[str, Any] | None = None,
+    few_pass_filter: bool = False,
     settings: Bm25Settings = Bm25Settings(),
 ) -> Bm25Result:
     """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
-    and d). Run it inside one transaction with a snapshot (REPEATABLE READ) for consistency."""
+    and d); `few_pass_filter`: the filter leaves few chunks, score them all. Run it inside one
+    transaction with a snapshot (REPEATABLE READ) for consistency."""
     cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)})
     terms = list(select_terms(await cur.fetchall()).items())
     cur = await conn.execute(STATS_SQL)
@@ -170,14 +171,8 @@ async def bm25_top(
     weight = dict(zip(params["ids"], params["idf"], strict=True))
 
     filtered = filter_sql.strip() != "TRUE"
-    if filtered:
-        cur = await conn.execute(
-            f"SELECT count(*) AS n FROM (SELECT 1 FROM rag_chunks c JOIN rag_documents d"
-            f" ON d.id = c.document_id WHERE {filter_sql} LIMIT %(cap)s) s",
-            {**params, "cap": settings.exact_max_chunks + 1},
-        )
-        if (await cur.fetchone())["n"] <= settings.exact_max_chunks:
-            return await _exact(conn, params, filter_sql, match)
+    if few_pass_filter:
+        return await _exact(conn, params, filter_sql, match)
 
     # Impacts were stored with ref_avgdl; with another avgdl a tf part can grow by at most
     # avgdl / ref_avgdl (see the migration), so the threshold is scaled to stay a true bound.

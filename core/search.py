@@ -90,8 +90,23 @@ class SearchSettings:
     candidates: int = 40  # per side, at least; 4 x limit when larger
     ef_search: int = 100  # hnsw.ef_search (raised to the candidate count when lower)
     max_scan_tuples: int = 200_000  # iterative index scans under a filter stop after this many
+    exact_max_chunks: int = 20_000  # a filter leaving at most this many chunks: both sides exact
     bm25: Bm25Settings = field(default_factory=Bm25Settings)
     fusion: FusionParams = field(default_factory=FusionParams)
+
+
+def search_settings(config: Any) -> SearchSettings:
+    """SearchSettings from the `rag.*` configuration keys."""
+    return SearchSettings(
+        candidates=config.get("rag.search_candidates"),
+        ef_search=config.get("rag.hnsw_ef_search"),
+        max_scan_tuples=config.get("rag.hnsw_max_scan_tuples"),
+        exact_max_chunks=config.get("rag.filter_exact_max_chunks"),
+        bm25=Bm25Settings(
+            depth=config.get("rag.bm25_depth"), max_depth=config.get("rag.bm25_max_depth")
+        ),
+        fusion=FusionParams(rrf_k=config.get("rag.rrf_k")),
+    )
 
 
 @dataclass
@@ -160,6 +175,9 @@ async def hybrid_search(
         async with db.connection() as conn:
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                few = filters.active and await filter_leaves_few(
+                    conn, filter_sql, filter_params, settings.exact_max_chunks
+                )
                 text_ids: list[int] = []
                 text_scores: dict[int, float] = {}
                 if use_txt:
@@ -170,6 +188,7 @@ async def hybrid_search(
                         k=cand,
                         filter_sql=filter_sql,
                         filter_params=filter_params,
+                        few_pass_filter=few,
                         settings=settings.bm25,
                     )
                     timings.text = (time.perf_counter() - t0) * 1000
@@ -180,8 +199,8 @@ async def hybrid_search(
                 vector_ids: list[int] = []
                 if use_vec:
                     t0 = time.perf_counter()
-                    vector_ids = await _vector_side(
-                        conn, vector, cand, filters, filter_sql, filter_params, settings
+                    vector_ids = await vector_candidates(
+                        conn, vector, cand, filters, filter_params, settings, exact=few
                     )
                     timings.vector = (time.perf_counter() - t0) * 1000
                 t0 = time.perf_counter()
@@ -207,15 +226,41 @@ async def hybrid_search(
     return rows
 
 
-async def _vector_side(
+async def filter_leaves_few(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> bool:
+    """Whether the filters leave at most `cap` chunks (counted up to cap + 1, by index)."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM rag_chunks c JOIN rag_documents d"
+        f" ON d.id = c.document_id WHERE {filter_sql} LIMIT %(f_cap)s) s",
+        {**params, "f_cap": cap + 1},
+    )
+    return (await cur.fetchone())["n"] <= cap
+
+
+# A filter that leaves few chunks: rank them all exactly (recall 1, cost bounded by the cap).
+EXACT_VECTOR_SQL = """
+WITH f AS MATERIALIZED (
+    SELECT c.id, c.embedding FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+    WHERE {filters}
+)
+SELECT id FROM f ORDER BY embedding <=> %(emb)s::vector, id LIMIT %(cand)s
+"""
+
+
+async def vector_candidates(
     conn: Any,
     vector: Any,
     cand: int,
     filters: SearchFilters,
-    filter_sql: str,
     filter_params: dict[str, Any],
     settings: SearchSettings,
+    *,
+    exact: bool = False,
 ) -> list[int]:
+    filter_sql = filters.sql()[0]
+    params = {**filter_params, "emb": vector, "cand": cand}
+    if exact:
+        cur = await conn.execute(EXACT_VECTOR_SQL.format(filters=filter_sql), params)
+        return [r["id"] for r in await cur.fetchall()]
     await conn.execute(f"SET LOCAL hnsw.ef_search = {max(settings.ef_search, cand):d}")
     join = ""
     if filters.active:
@@ -223,6 +268,5 @@ async def _vector_side(
         await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         await conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {settings.max_scan_tuples:d}")
         join = "JOIN rag_documents d ON d.id = c.document_id"
-    sql = VECTOR_SQL.format(join=join, filters=filter_sql)
-    cur = await conn.execute(sql, {**filter_params, "emb": vector, "cand": cand})
+    cur = await conn.execute(VECTOR_SQL.format(join=join, filters=filter_sql), params)
     return [r["id"] for r in await cur.fetchall()]
