@@ -49,6 +49,10 @@ def store_dir(n: int, vectors: str) -> Path:
 
 
 def vectors_for(n: int, kind: str) -> np.ndarray:
+    if kind == "random":  # text-side comparisons only: no HNSW index is built on these
+        rng = np.random.default_rng(0)
+        v = rng.standard_normal((n, 384), dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
     folder = scale_corpus.cache_dir("sentence-transformers/all-MiniLM-L6-v2")
     if kind == "real":
         return scale_corpus.load_vectors(folder, n)
@@ -132,10 +136,11 @@ async def build_store(wb: Workbench, n: int, kind: str) -> None:
         print(f"text index (postings): {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()
         await conn.execute("CREATE INDEX rag_chunks_tsv_idx ON rag_chunks USING gin (tsv)")
-        await conn.execute(
-            "CREATE INDEX rag_chunks_embedding_idx ON rag_chunks"
-            " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
+        if kind != "random":
+            await conn.execute(
+                "CREATE INDEX rag_chunks_embedding_idx ON rag_chunks"
+                " USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+            )
         print(f"HNSW + GIN: {time.perf_counter() - t0:.0f} s", flush=True)
         await conn.execute("VACUUM ANALYZE")
 
@@ -196,6 +201,7 @@ class Reference:
         import bm25s
 
         self.ids = ids
+        self.docs = docs
         self.model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
         self.model.index(docs, show_progress=False)
 
@@ -321,7 +327,7 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--vectors", choices=("real", "composed"), default="composed")
+    parser.add_argument("--vectors", choices=("real", "composed", "random"), default="composed")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--recall-queries", type=int, default=50)
     parser.add_argument("--ef-search", type=int, default=None)

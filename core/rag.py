@@ -665,6 +665,14 @@ class RagStore:
         ]
 
     # ----------------------------------------------------------------- reindex
+    async def rebuild_text_index(self) -> int:
+        """Rebuild the BM25 postings and statistics from the stored chunks (no embedding): after
+        changing k1/b in rag_text_stats, or to recompute impacts with today's average length.
+        Writers wait on the index lock meanwhile; searches keep reading the old snapshot."""
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("SELECT rag_text_rebuild() AS n")
+            return int((await cur.fetchone())["n"])
+
     async def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Re-embed every chunk with the configured model (after a model change), atomically."""
         rows = await self.db.fetchall(

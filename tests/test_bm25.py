@@ -244,3 +244,25 @@ async def wait_for_blocked_writer(db: Any, proc: asyncio.subprocess.Process) -> 
             return
         await asyncio.sleep(0.2)  # polling a condition, not waiting for time to pass
     raise AssertionError("the ingest never reached the text index's lock")
+
+
+async def test_cli_reindex_text_rebuilds_the_index(fresh_wb: Any) -> None:
+    rag, db = fresh_wb.rag, fresh_wb.db
+    await rag.ingest_text("# FreeIPA\n\nipa-server-install needs reverse DNS.\n", source_key="ipa")
+    await db.fetchall("UPDATE rag_text_stats SET k1 = 2.0 RETURNING k1")  # an operator's tuning
+    async with db.connection() as conn:  # an index that went wrong (e.g. restored by hand)
+        await conn.execute("DELETE FROM rag_postings")
+    assert await rag.search("reverse DNS", mode="text") == []
+    proc = await asyncio.create_subprocess_exec(
+        *QWB, "reindex", "--text", "--yes", cwd=REPO, env=cli_env(fresh_wb.test_url),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == "rebuilt the text index: 1 chunks"
+    hits = await rag.search("reverse DNS", mode="text")
+    assert [h.source_key for h in hits] == ["ipa"]
+    async with db.connection() as conn:
+        want = await exhaustive_bm25(conn, ["revers", "dns"], k1=2.0)
+    assert hits[0].text_rank == pytest.approx(want[hits[0].chunk_id], abs=1e-4)
+    await index_matches_a_rebuild(db)
