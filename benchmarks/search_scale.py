@@ -131,7 +131,8 @@ async def build_store(wb: Workbench, n: int, kind: str) -> None:
             "ALTER TABLE rag_postings ADD PRIMARY KEY (chunk_id, term_id) INCLUDE (tf, len)"
         )
         await conn.execute(
-            "CREATE INDEX rag_postings_impact_idx ON rag_postings (term_id, impact DESC, chunk_id)"
+            "CREATE INDEX rag_postings_impact_idx ON rag_postings"
+            " (term_id, impact DESC, chunk_id) INCLUDE (tf, len)"
         )
         print(f"text index (postings): {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()
@@ -314,6 +315,8 @@ async def run(args: argparse.Namespace) -> None:
     try:
         await wb.embedder.warm_up()
         await build_store(wb, args.chunks, args.vectors)
+        if args.build_only:
+            return
         if args.candidates:
             from text_candidates import compare
 
@@ -334,6 +337,9 @@ def main() -> None:
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument(
         "--candidates", action="store_true", help="Compare text-side designs instead."
+    )
+    parser.add_argument(
+        "--build-only", action="store_true", help="Build the store (run it under nice -n 19)."
     )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--data-dir", default=None)

@@ -24,7 +24,7 @@ _NEGATED_RE = re.compile(r'(^|\s)-("[^"]*"?|\S+)')
 @dataclass(frozen=True)
 class Bm25Settings:
     depth: int = 64  # postings read per query term in the first round
-    max_depth: int = 8192  # deepest read before settling (unfiltered) or scoring exactly
+    max_depth: int = 1024  # deepest read before settling (unfiltered) or scoring exactly
 
 
 @dataclass(frozen=True)
@@ -87,51 +87,65 @@ def select_terms(tokens: Sequence[dict[str, Any]]) -> dict[int, int]:
     return terms
 
 
-# Score the candidates exactly and keep the best k that pass the filters; {candidates} is a
-# query returning chunk_id. The threshold path also returns, per term, the last impact it read.
-SCORE_SQL = """
+# The tf part of a posting's BM25 score with the snapshot's avgdl (times idf: its contribution).
+TF_PART = "p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / %(avgdl)s))"
+
+# Exhaustive: score every chunk that passes the filters (used when they leave few).
+EXACT_SQL = f"""
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf))
+SELECT p.chunk_id, sum(q.idf * {TF_PART}) AS score
+FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+JOIN rag_postings p ON p.chunk_id = c.id AND p.term_id = ANY(%(ids)s::int[])
+JOIN q ON q.term_id = p.term_id
+WHERE {{filters}} AND {{match}}
+GROUP BY p.chunk_id, d.source_key, c.chunk_index
+ORDER BY score DESC, d.source_key, c.chunk_index
+LIMIT %(k)s
+"""
+
+# One threshold round. Each query term's `depth` best postings are read in index order (an
+# index-only scan: the index carries tf and len), giving each chunk seen a partial score (exact
+# for the terms it was seen under). The `rescore` best partial scores that pass the filters are
+# scored exactly; rows with term_id report each list's last impact and length, and the `cutoff`
+# row the lowest partial score rescored (no chunk left out scored higher).
+THRESHOLD_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
-{prelude}
-cand AS ({candidates}),
+lists AS MATERIALIZED (
+    SELECT q.term_id, p.chunk_id, p.impact, q.idf * {TF_PART} AS part
+    FROM q CROSS JOIN LATERAL (
+        SELECT chunk_id, tf, len, impact FROM rag_postings WHERE term_id = q.term_id
+        ORDER BY impact DESC LIMIT %(depth)s
+    ) p
+),
+partial AS (SELECT chunk_id, sum(part) AS lower FROM lists GROUP BY chunk_id),
+best AS MATERIALIZED (
+    SELECT pa.chunk_id, pa.lower
+    FROM partial pa {{join}}
+    ORDER BY pa.lower DESC
+    LIMIT %(rescore)s
+),
 scored AS (
-    SELECT p.chunk_id,
-           sum(q.idf * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / %(avgdl)s))) AS score
-    FROM cand
-    JOIN rag_postings p ON p.chunk_id = cand.chunk_id AND p.term_id = ANY(%(ids)s::int[])
+    SELECT best.chunk_id, sum(q.idf * {TF_PART}) AS score
+    FROM best CROSS JOIN LATERAL (
+        SELECT term_id, tf, len FROM rag_postings
+        WHERE chunk_id = best.chunk_id AND term_id = ANY(%(ids)s::int[])
+        OFFSET 0  -- a fence: one primary-key probe per chunk, never the terms' whole lists
+    ) p
     JOIN q ON q.term_id = p.term_id
-    GROUP BY p.chunk_id
+    GROUP BY best.chunk_id
 ),
 hits AS (
     SELECT s.chunk_id, s.score
     FROM scored s
     JOIN rag_chunks c ON c.id = s.chunk_id JOIN rag_documents d ON d.id = c.document_id
-    WHERE {filters} AND {match}
     ORDER BY s.score DESC, d.source_key, c.chunk_index
     LIMIT %(k)s
 )
-SELECT chunk_id, score, NULL::int AS term_id, NULL::bigint AS n FROM hits
-{tail}
-"""
-
-# Each query term's `depth` best postings, read in index order (never the whole list).
-THRESHOLD_PRELUDE = """
-top_postings AS MATERIALIZED (
-    SELECT q.term_id, p.chunk_id, p.impact
-    FROM q CROSS JOIN LATERAL (
-        SELECT chunk_id, impact FROM rag_postings WHERE term_id = q.term_id
-        ORDER BY impact DESC LIMIT %(depth)s
-    ) p
-),
-"""
-THRESHOLD_CANDIDATES = "SELECT DISTINCT chunk_id FROM top_postings"
-THRESHOLD_TAIL = """
+SELECT 'hit' AS kind, chunk_id, score, NULL::int AS term_id, NULL::bigint AS n FROM hits
 UNION ALL
-SELECT NULL, min(impact), term_id, count(*) FROM top_postings GROUP BY term_id
-"""
-
-EXACT_CANDIDATES = """
-    SELECT c.id AS chunk_id FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
-    WHERE {filters}
+SELECT 'list', NULL, min(impact), term_id, count(*) FROM lists GROUP BY term_id
+UNION ALL
+SELECT 'cutoff', NULL, min(lower), NULL, count(*) FROM best
 """
 
 
@@ -177,25 +191,33 @@ async def bm25_top(
     # Impacts were stored with ref_avgdl; with another avgdl a tf part can grow by at most
     # avgdl / ref_avgdl (see the migration), so the threshold is scaled to stay a true bound.
     slack = max(1.0, avgdl / ref) * (1 + 1e-6)
-    sql = SCORE_SQL.format(
-        prelude=THRESHOLD_PRELUDE,
-        candidates=THRESHOLD_CANDIDATES,
-        filters=filter_sql,
-        match=match,
-        tail=THRESHOLD_TAIL,
-    )
+    join = ""  # unfiltered: rank partial scores without touching chunks
+    if filtered or match != "TRUE":
+        join = (
+            "JOIN rag_chunks c ON c.id = pa.chunk_id JOIN rag_documents d ON d.id = c.document_id"
+            f" WHERE {filter_sql} AND {match}"
+        )
+    sql = THRESHOLD_SQL.format(join=join)
+    rescore = max(4 * k, 64)
     depth, rounds = settings.depth, 0
     while True:
         rounds += 1
-        cur = await conn.execute(sql, {**params, "depth": depth})
-        hits, bound = [], 0.0
+        cur = await conn.execute(sql, {**params, "depth": depth, "rescore": rescore})
+        hits, unseen, cutoff, rescored = [], 0.0, 0.0, 0
         for r in await cur.fetchall():
-            if r["term_id"] is None:
+            if r["kind"] == "hit":
                 hits.append(Bm25Hit(r["chunk_id"], float(r["score"])))
-            elif r["n"] >= depth:  # the list goes on: an unseen chunk may still hold this term
-                bound += weight[r["term_id"]] * float(r["score"]) * slack
+            elif r["kind"] == "list" and r["n"] >= depth:
+                # The list goes on: a chunk not read there may still hold the term.
+                unseen += weight[r["term_id"]] * float(r["score"]) * slack
+            elif r["kind"] == "cutoff":
+                cutoff, rescored = float(r["score"] or 0.0), int(r["n"])
         hits.sort(key=lambda h: -h.score)  # stable: keeps the SQL's tie order
-        if (len(hits) == k and hits[-1].score >= bound) or bound == 0.0:
+        # Best possible score of a chunk not scored exactly: one never read (unseen), or one
+        # read but not rescored (its partial score is at most the cutoff).
+        ceiling = unseen + (cutoff if rescored >= rescore else 0.0)
+        complete = unseen == 0.0 and rescored < rescore
+        if complete or (len(hits) == k and hits[-1].score >= ceiling):
             return Bm25Result(hits, True, rounds, "threshold")
         if depth >= settings.max_depth:
             if filtered or match != "TRUE":
@@ -208,8 +230,6 @@ async def _exact(
     conn: Any, params: dict[str, Any], filter_sql: str, match: str, rounds: int = 0
 ) -> Bm25Result:
     """Score every chunk that passes the filters (used when they leave few)."""
-    candidates = EXACT_CANDIDATES.format(filters=filter_sql)
-    sql = SCORE_SQL.format(prelude="", candidates=candidates, filters="TRUE", match=match, tail="")
-    cur = await conn.execute(sql, params)
+    cur = await conn.execute(EXACT_SQL.format(filters=filter_sql, match=match), params)
     hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
     return Bm25Result(hits, True, rounds + 1, "exact")

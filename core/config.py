@@ -43,7 +43,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "hnsw_ef_search": 100,  # HNSW candidate list; higher = better recall, slower
         "hnsw_max_scan_tuples": 200_000,  # iterative scan budget under a filter
         "bm25_depth": 64,  # postings read per query term in the first round
-        "bm25_max_depth": 8192,  # deepest per-term read before settling or scoring exactly
+        "bm25_max_depth": 1024,  # deepest per-term read before settling or scoring exactly
         "filter_exact_max_chunks": 20_000,  # filters leaving at most this many: both sides exact
     },
     "llm": {

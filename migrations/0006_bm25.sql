@@ -36,8 +36,10 @@ CREATE TABLE rag_postings (
     impact    real NOT NULL,      -- tf / (tf + k1 (1 - b + b len / ref_avgdl)): ordering key only
     PRIMARY KEY (chunk_id, term_id) INCLUDE (tf, len)
 );
--- A term's best postings first: search reads LIMIT n per query term, never all matches.
-CREATE INDEX rag_postings_impact_idx ON rag_postings (term_id, impact DESC, chunk_id);
+-- A term's best postings first: search reads LIMIT n per query term, never all matches, from
+-- the index alone (it carries tf and len).
+CREATE INDEX rag_postings_impact_idx ON rag_postings (term_id, impact DESC, chunk_id)
+    INCLUDE (tf, len);
 
 -- A tsvector's terms and their frequencies (positions are capped at 256 per lexeme by PostgreSQL).
 CREATE FUNCTION rag_tsv_terms(tsv tsvector)
