@@ -162,9 +162,9 @@ async def bm25_top(
     """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
     and d); `few_pass_filter`: the filter leaves few chunks, score them all. Run it inside one
     transaction with a snapshot (REPEATABLE READ) for consistency."""
-    cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)})
+    cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)}, prepare=True)
     terms = list(select_terms(await cur.fetchall()).items())
-    cur = await conn.execute(STATS_SQL)
+    cur = await conn.execute(STATS_SQL, prepare=True)
     stats = await cur.fetchone()
     n, total = stats["chunks"], stats["total_len"]
     if not terms or n == 0 or total == 0:
