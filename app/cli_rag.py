@@ -246,16 +246,26 @@ def docs_stats(as_json: bool) -> None:
 
 @click.command("reindex")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def reindex_cmd(yes: bool) -> None:
-    """Re-embed every chunk with the configured embedding model (after changing models)."""
+@click.option(
+    "--text", "text_only", is_flag=True,
+    help="Rebuild only the BM25 text index from the stored chunks (no re-embedding).",
+)  # fmt: skip
+def reindex_cmd(yes: bool, text_only: bool) -> None:
+    """Re-embed every chunk with the configured embedding model (after changing models), or with
+    --text rebuild the BM25 text index."""
+    what = (
+        "Rebuild the BM25 text index"
+        if text_only
+        else "Re-embed every chunk with the configured model"
+    )
     if not yes:
-        click.confirm("Re-embed every chunk with the configured model?", abort=True)
+        click.confirm(f"{what}?", abort=True)
 
     async def _run(wb: Any) -> int:
-        return await wb.rag.reindex()
+        return await (wb.rag.rebuild_text_index() if text_only else wb.rag.reindex())
 
     n = run_workbench(_run)
-    click.echo(f"re-embedded {n} chunks")
+    click.echo(f"rebuilt the text index: {n} chunks" if text_only else f"re-embedded {n} chunks")
 
 
 @click.command("demo")

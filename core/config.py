@@ -42,6 +42,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_file_bytes": 2_000_000,
         "chunk_tokens": 256,
         "chunk_overlap_tokens": 32,
+        # Search (core.search / core.bm25); see docs/architecture.md "Search".
+        "search_candidates": 40,  # per side before fusion (at least 4 x the limit)
+        "rrf_k": 60,  # reciprocal rank fusion constant
+        "hnsw_ef_search": 100,  # HNSW candidate list; higher = better recall, slower
+        "hnsw_max_scan_tuples": 200_000,  # iterative scan budget under a filter
+        "bm25_depth": 64,  # postings read per query term in the first round
+        "bm25_max_depth": 1024,  # deepest per-term read before settling or scoring exactly
+        "filter_exact_max_chunks": 20_000,  # filters leaving at most this many: both sides exact
     },
     "llm": {
         "manager_model": "ollama_chat/granite3.3:8b",

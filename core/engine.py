@@ -13,6 +13,7 @@ from core.embeddings import Embedder, get_embedder
 from core.lineage.service import LineageService
 from core.providers import ProviderRegistry
 from core.rag import RagStore
+from core.search import search_settings
 from core.troubleshooting import TroubleshootingStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Workbench:
             max_file_bytes=config.get("rag.max_file_bytes"),
             chunk_tokens=config.get("rag.chunk_tokens"),
             overlap_tokens=config.get("rag.chunk_overlap_tokens"),
+            search_settings=search_settings(config),
         )
 
     @classmethod

@@ -20,12 +20,18 @@ from core.embeddings import Embedder
 from core.errors import DatabaseUnavailable, InputError, ModelMismatchError, NotFoundError
 from core.files import FileTooLarge, NotARegularFile, read_regular_file
 from core.redaction import redact, redact_counted, redact_locator, redact_tree
+from core.search import (
+    SearchFilters,
+    SearchSettings,
+    SearchTimings,
+    glob_to_like,
+    hybrid_search,
+)
 
 DOC_TYPES = (
     "adr", "provider_doc", "dag", "troubleshooting", "guide", "policy",
     "example", "api_doc", "readme", "runbook", "other",
 )  # fmt: skip
-RRF_K = 60
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".venv-aider", ".tox"}
 TEXT_SUFFIXES = {
     ".md", ".markdown", ".txt", ".rst", ".py", ".yaml", ".yml", ".json", ".toml", ".ini",
@@ -240,21 +246,6 @@ def _summary(row: dict[str, Any]) -> DocumentSummary:
     )
 
 
-def text_query_sql(query: str) -> str:
-    """The full-text side's tsquery. Plain words match ANY of them (ranked by how many and how
-    close), so a question still finds the chunks that share its terms; quotes and -negation keep
-    web-search semantics (phrases, AND NOT)."""
-    if '"' in query or re.search(r"(^|\s)-\S", query):
-        return "websearch_to_tsquery('english', %(q)s)"
-    return "replace(websearch_to_tsquery('english', %(q)s)::text, ' & ', ' | ')::tsquery"
-
-
-def glob_to_like(pattern: str) -> str:
-    """A shell-style glob as a LIKE pattern (* and ? wildcards; LIKE's own wildcards escaped)."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
 class RagStore:
     def __init__(
         self,
@@ -264,8 +255,11 @@ class RagStore:
         max_file_bytes: int = 2_000_000,
         chunk_tokens: int = 256,
         overlap_tokens: int = 32,
+        search_settings: SearchSettings | None = None,
     ) -> None:
         self.db = db
+        self.search_settings = search_settings or SearchSettings()
+        self.last_timings = SearchTimings()
         self.embedder = embedder
         self.max_file_bytes = max_file_bytes
         self.chunk_tokens = chunk_tokens
@@ -669,10 +663,10 @@ class RagStore:
         min_similarity: float | None = None,
         mode: str = "hybrid",
     ) -> list[SearchHit]:
-        """Hybrid search: HNSW cosine + full text, fused by reciprocal rank (k=60).
+        """Hybrid search: HNSW cosine + BM25, fused by reciprocal rank (core.search).
 
         `source` is a prefix, or a glob when it contains * or ?. `mode` "vector" or "text" runs
-        one side only (for comparisons)."""
+        one side only (for comparisons). Stage timings of the last call: `last_timings`."""
         query = (query or "").strip()
         if not query:
             raise InputError("the search query is empty; give some words to search for")
@@ -687,77 +681,25 @@ class RagStore:
         for t in doc_types or ():
             check_doc_type(t)
         await self.check_model()
-        vector = await self.embedder.embed_query(query)
-
-        like = None
-        if source:
-            like = glob_to_like(source) if any(ch in source for ch in "*?") else None
-            like = like or glob_to_like(source) + "%"
-        params = {
-            "emb": vector,
-            "q": query,
-            "types": list(doc_types) if doc_types else None,
-            "like": like,
-            "meta": json.dumps(metadata) if metadata else None,
-            "since": updated_since,
-            "cand": max(limit * 4, 40),
-            "limit": limit,
-            "k": RRF_K,
-            "minsim": min_similarity,
-            "use_vec": mode in ("hybrid", "vector"),
-            "use_txt": mode in ("hybrid", "text"),
-        }
-        filters = """
-              (%(types)s::text[] IS NULL OR d.doc_type = ANY(%(types)s))
-          AND (%(like)s::text IS NULL OR d.source_key LIKE %(like)s)
-          AND (%(meta)s::jsonb IS NULL OR d.metadata @> %(meta)s::jsonb)
-          AND (%(since)s::timestamptz IS NULL OR d.updated_at >= %(since)s)
-        """
-        tsquery = text_query_sql(query)
-        sql = f"""
-        WITH vec AS MATERIALIZED (
-            SELECT c.id, c.embedding <=> %(emb)s::vector AS dist
-            FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
-            WHERE %(use_vec)s AND {filters}
-            ORDER BY c.embedding <=> %(emb)s::vector
-            LIMIT %(cand)s
-        ),
-        vec_ranked AS (SELECT id, row_number() OVER (ORDER BY dist) AS rnk FROM vec),
-        txt AS MATERIALIZED (
-            SELECT c.id, ts_rank(c.tsv, {tsquery}) AS trank, d.source_key, c.chunk_index
-            FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
-            WHERE %(use_txt)s AND c.tsv @@ {tsquery} AND {filters}
-            ORDER BY trank DESC, d.source_key, c.chunk_index  -- ties broken by stable keys
-            LIMIT %(cand)s
-        ),
-        txt_ranked AS (
-            SELECT id, trank,
-                   row_number() OVER (ORDER BY trank DESC, source_key, chunk_index) AS rnk
-            FROM txt
-        ),
-        fused AS (
-            SELECT coalesce(v.id, t.id) AS id,
-                   coalesce(1.0 / (%(k)s + v.rnk), 0) + coalesce(1.0 / (%(k)s + t.rnk), 0) AS score,
-                   coalesce(t.trank, 0) AS trank
-            FROM vec_ranked v FULL OUTER JOIN txt_ranked t ON v.id = t.id
+        filters = SearchFilters(
+            doc_types=tuple(doc_types or ()),
+            source=source or None,
+            metadata=metadata or None,
+            updated_since=updated_since,
         )
-        SELECT c.id AS chunk_id, c.chunk_index, c.heading_path, c.content,
-               d.id AS document_id, d.doc_type, d.source_key, d.source_path, d.title, d.metadata,
-               1 - (c.embedding <=> %(emb)s::vector) AS similarity, f.trank, f.score
-        FROM fused f JOIN rag_chunks c ON c.id = f.id JOIN rag_documents d ON d.id = c.document_id
-        WHERE %(minsim)s::float8 IS NULL OR 1 - (c.embedding <=> %(emb)s::vector) >= %(minsim)s
-        ORDER BY f.score DESC, similarity DESC, d.source_key, c.chunk_index
-        LIMIT %(limit)s
-        """
-        filtered = bool(doc_types or like or metadata or updated_since)
-        async with self.db.transaction() as conn:
-            await conn.execute("SET LOCAL hnsw.ef_search = 100")
-            if filtered:
-                # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8).
-                await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                await conn.execute("SET LOCAL hnsw.max_scan_tuples = 200000")
-            cur = await conn.execute(sql, params)
-            rows = await cur.fetchall()
+        timings = SearchTimings()
+        rows = await hybrid_search(
+            self.db,
+            self.embedder,
+            query,
+            limit=limit,
+            filters=filters,
+            min_similarity=min_similarity,
+            mode=mode,
+            settings=self.search_settings,
+            timings=timings,
+        )
+        self.last_timings = timings
         return [
             SearchHit(
                 document_id=str(r["document_id"]),
@@ -770,7 +712,7 @@ class RagStore:
                 heading_path=r["heading_path"],
                 content=r["content"],
                 similarity=round(float(r["similarity"]), 4),
-                text_rank=round(float(r["trank"]), 4),
+                text_rank=round(float(r["text_score"]), 4),
                 score=round(float(r["score"]), 6),
                 metadata=r["metadata"] or {},
             )
@@ -778,6 +720,14 @@ class RagStore:
         ]
 
     # ----------------------------------------------------------------- reindex
+    async def rebuild_text_index(self) -> int:
+        """Rebuild the BM25 postings and statistics from the stored chunks (no embedding): after
+        changing k1/b in rag_text_stats, or to recompute impacts with today's average length.
+        Writers wait on the index lock meanwhile; searches keep reading the old snapshot."""
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("SELECT rag_text_rebuild() AS n")
+            return int((await cur.fetchone())["n"])
+
     async def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Re-embed every chunk with the configured model (after a model change), atomically."""
         rows = await self.db.fetchall(

@@ -1,0 +1,235 @@
+"""The BM25 text side: top k from the impact-ordered postings of migrations/0006_bm25.sql.
+
+Terms are PostgreSQL's `english` lexemes (the same `to_tsvector` that fills rag_chunks.tsv), so
+the index, its backfill and the question agree on tokenisation. The top k is found without
+scoring every match: read each query term's best `depth` postings (index order), score that
+union exactly (tf, length, N, df, avgdl of the same snapshot), and stop when the k-th score beats
+what any chunk outside the union could reach (the threshold of Fagin's algorithm); else read
+deeper. A filter that leaves few chunks is scored exactly instead (cheaper than reading deep).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Quoted phrases and -negation (web-search syntax) make the text side a filter as well.
+_OPERATOR_RE = re.compile(r'"|(^|\s)-\S')
+_NEGATED_RE = re.compile(r'(^|\s)-("[^"]*"?|\S+)')
+
+
+@dataclass(frozen=True)
+class Bm25Settings:
+    depth: int = 64  # postings read per query term in the first round
+    max_depth: int = 1024  # deepest read before settling (unfiltered) or scoring exactly
+
+
+@dataclass(frozen=True)
+class Bm25Hit:
+    chunk_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Bm25Result:
+    hits: list[Bm25Hit]
+    exact: bool  # proved the true top k (threshold met, or scored exhaustively)
+    rounds: int
+    path: str  # "threshold" | "exact" | "none"
+
+
+def query_terms_text(query: str) -> str:
+    """The part of the question whose words are scored: negated words and phrases removed."""
+    return _NEGATED_RE.sub(" ", query)
+
+
+def has_operators(query: str) -> bool:
+    return bool(_OPERATOR_RE.search(query))
+
+
+def idf(n: int, df: int) -> float:
+    """BM25 inverse document frequency (Lucene / bm25s 'lucene' variant): never negative."""
+    return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+# The question's lexemes, token by token, with their store ids (NULL when no chunk has them).
+TOKENS_SQL = """
+SELECT d.alias, l.lexeme, t.id, t.df
+FROM ts_debug('english', %(text)s) WITH ORDINALITY
+     AS d(alias, description, token, dictionaries, dictionary, lexemes, ord)
+CROSS JOIN LATERAL unnest(d.lexemes) AS l(lexeme)
+LEFT JOIN rag_terms t ON t.term = l.lexeme AND t.df > 0
+ORDER BY d.ord
+"""
+STATS_SQL = "SELECT chunks, total_len, ref_avgdl, k1, b FROM rag_text_stats"
+COMPOUND_ALIASES = {"asciihword", "hword", "numhword"}
+
+
+def select_terms(tokens: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Term id -> df for the question's tokens found in the store. A hyphenated word the store
+    knows whole (`ipa-server-install`, `KEYTAB-REJECT`) is scored whole: its parts would rank
+    chunks that merely share one of them. Unknown compounds fall back to their parts."""
+    terms: dict[int, int] = {}
+    compound_known = False
+    for token in tokens:
+        alias = token["alias"]
+        if alias in COMPOUND_ALIASES:
+            compound_known = token["id"] is not None
+        elif not alias.startswith("hword_"):
+            compound_known = False
+        elif compound_known:
+            continue  # a part of a compound scored whole
+        if token["id"] is not None:
+            terms[token["id"]] = token["df"]
+    return terms
+
+
+# The tf part of a posting's BM25 score with the snapshot's avgdl (times idf: its contribution).
+TF_PART = "p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / %(avgdl)s))"
+
+# Exhaustive: score every chunk that passes the filters (used when they leave few).
+EXACT_SQL = f"""
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf))
+SELECT p.chunk_id, sum(q.idf * {TF_PART}) AS score
+FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+JOIN rag_postings p ON p.chunk_id = c.id AND p.term_id = ANY(%(ids)s::int[])
+JOIN q ON q.term_id = p.term_id
+WHERE {{filters}} AND {{match}}
+GROUP BY p.chunk_id, d.source_key, c.chunk_index
+ORDER BY score DESC, d.source_key, c.chunk_index
+LIMIT %(k)s
+"""
+
+# One threshold round. Each query term's `depth` best postings are read in index order (an
+# index-only scan: the index carries tf and len), giving each chunk seen a partial score (exact
+# for the terms it was seen under). The `rescore` best partial scores that pass the filters are
+# scored exactly; rows with term_id report each list's last impact and length, and the `cutoff`
+# row the lowest partial score rescored (no chunk left out scored higher).
+THRESHOLD_SQL = f"""
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
+lists AS MATERIALIZED (
+    SELECT q.term_id, p.chunk_id, p.impact, q.idf * {TF_PART} AS part
+    FROM q CROSS JOIN LATERAL (
+        SELECT chunk_id, tf, len, impact FROM rag_postings WHERE term_id = q.term_id
+        ORDER BY impact DESC LIMIT %(depth)s
+    ) p
+),
+partial AS (SELECT chunk_id, sum(part) AS lower FROM lists GROUP BY chunk_id),
+best AS MATERIALIZED (
+    SELECT pa.chunk_id, pa.lower
+    FROM partial pa {{join}}
+    ORDER BY pa.lower DESC
+    LIMIT %(rescore)s
+),
+scored AS (
+    SELECT best.chunk_id, sum(q.idf * {TF_PART}) AS score
+    FROM best CROSS JOIN LATERAL (
+        SELECT term_id, tf, len FROM rag_postings
+        WHERE chunk_id = best.chunk_id AND term_id = ANY(%(ids)s::int[])
+        OFFSET 0  -- a fence: one primary-key probe per chunk, never the terms' whole lists
+    ) p
+    JOIN q ON q.term_id = p.term_id
+    GROUP BY best.chunk_id
+),
+hits AS (
+    SELECT s.chunk_id, s.score
+    FROM scored s
+    JOIN rag_chunks c ON c.id = s.chunk_id JOIN rag_documents d ON d.id = c.document_id
+    ORDER BY s.score DESC, d.source_key, c.chunk_index
+    LIMIT %(k)s
+)
+SELECT 'hit' AS kind, chunk_id, score, NULL::int AS term_id, NULL::bigint AS n FROM hits
+UNION ALL
+SELECT 'list', NULL, min(impact), term_id, count(*) FROM lists GROUP BY term_id
+UNION ALL
+SELECT 'cutoff', NULL, min(lower), NULL, count(*) FROM best
+"""
+
+
+async def bm25_top(
+    conn: Any,
+    query: str,
+    *,
+    k: int,
+    filter_sql: str = "TRUE",
+    filter_params: dict[str, Any] | None = None,
+    few_pass_filter: bool = False,
+    settings: Bm25Settings = Bm25Settings(),
+) -> Bm25Result:
+    """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
+    and d); `few_pass_filter`: the filter leaves few chunks, score them all. Run it inside one
+    transaction with a snapshot (REPEATABLE READ) for consistency."""
+    cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)}, prepare=True)
+    terms = list(select_terms(await cur.fetchall()).items())
+    cur = await conn.execute(STATS_SQL, prepare=True)
+    stats = await cur.fetchone()
+    n, total = stats["chunks"], stats["total_len"]
+    if not terms or n == 0 or total == 0:
+        return Bm25Result([], True, 0, "none")
+    avgdl = total / n
+    ref = stats["ref_avgdl"] or avgdl
+    params: dict[str, Any] = {
+        **(filter_params or {}),
+        "ids": [t for t, _ in terms],
+        "idf": [idf(n, df) for _, df in terms],
+        "k1": stats["k1"],
+        "b": stats["b"],
+        "avgdl": avgdl,
+        "k": k,
+        "q": query,
+    }
+    match = "c.tsv @@ websearch_to_tsquery('english', %(q)s)" if has_operators(query) else "TRUE"
+    weight = dict(zip(params["ids"], params["idf"], strict=True))
+
+    filtered = filter_sql.strip() != "TRUE"
+    if few_pass_filter:
+        return await _exact(conn, params, filter_sql, match)
+
+    # Impacts were stored with ref_avgdl; with another avgdl a tf part can grow by at most
+    # avgdl / ref_avgdl (see the migration), so the threshold is scaled to stay a true bound.
+    slack = max(1.0, avgdl / ref) * (1 + 1e-6)
+    join = ""  # unfiltered: rank partial scores without touching chunks
+    if filtered or match != "TRUE":
+        join = (
+            "JOIN rag_chunks c ON c.id = pa.chunk_id JOIN rag_documents d ON d.id = c.document_id"
+            f" WHERE {filter_sql} AND {match}"
+        )
+    sql = THRESHOLD_SQL.format(join=join)
+    rescore = max(4 * k, 64)
+    depth, rounds = settings.depth, 0
+    while True:
+        rounds += 1
+        cur = await conn.execute(sql, {**params, "depth": depth, "rescore": rescore})
+        hits, unseen, cutoff, rescored = [], 0.0, 0.0, 0
+        for r in await cur.fetchall():
+            if r["kind"] == "hit":
+                hits.append(Bm25Hit(r["chunk_id"], float(r["score"])))
+            elif r["kind"] == "list" and r["n"] >= depth:
+                # The list goes on: a chunk not read there may still hold the term.
+                unseen += weight[r["term_id"]] * float(r["score"]) * slack
+            elif r["kind"] == "cutoff":
+                cutoff, rescored = float(r["score"] or 0.0), int(r["n"])
+        hits.sort(key=lambda h: -h.score)  # stable: keeps the SQL's tie order
+        # Best possible score of a chunk not scored exactly: one never read (unseen), or one
+        # read but not rescored (its partial score is at most the cutoff).
+        ceiling = unseen + (cutoff if rescored >= rescore else 0.0)
+        complete = unseen == 0.0 and rescored < rescore
+        if complete or (len(hits) == k and hits[-1].score >= ceiling):
+            return Bm25Result(hits, True, rounds, "threshold")
+        if depth >= settings.max_depth:
+            if filtered or match != "TRUE":
+                return await _exact(conn, params, filter_sql, match, rounds)
+            return Bm25Result(hits, False, rounds, "threshold")
+        depth = min(depth * 4, settings.max_depth)
+
+
+async def _exact(
+    conn: Any, params: dict[str, Any], filter_sql: str, match: str, rounds: int = 0
+) -> Bm25Result:
+    """Score every chunk that passes the filters (used when they leave few)."""
+    cur = await conn.execute(EXACT_SQL.format(filters=filter_sql, match=match), params)
+    hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
+    return Bm25Result(hits, True, rounds + 1, "exact")

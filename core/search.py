@@ -1,0 +1,272 @@
+"""Hybrid search over the RAG store: BM25 text side (core.bm25) + HNSW cosine side, fused.
+
+One search is one REPEATABLE READ transaction, so both sides and the rows returned come from the
+same snapshot while other processes ingest. The query is embedded in a thread while the text side
+runs. Filters are built once (`SearchFilters.sql`) and apply to both sides; fusion is `fuse()`,
+with its parameters in `FusionParams`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core.bm25 import Bm25Settings, bm25_top
+
+
+def glob_to_like(pattern: str) -> str:
+    """A shell-style glob as a LIKE pattern (* and ? wildcards; LIKE's own wildcards escaped)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def source_filter_sql(source: str | None) -> tuple[str, dict[str, Any]]:
+    """The user's source filter as SQL over documents `d`: a prefix, or a glob when it holds * or
+    ?. The one place that turns a source filter into SQL."""
+    if not source:
+        return "TRUE", {}
+    has_glob = any(ch in source for ch in "*?")
+    like = glob_to_like(source) if has_glob else glob_to_like(source) + "%"
+    return "d.source_key LIKE %(f_source)s", {"f_source": like}
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    doc_types: tuple[str, ...] = ()
+    source: str | None = None
+    metadata: dict[str, Any] | None = None
+    updated_since: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.doc_types or self.source or self.metadata or self.updated_since)
+
+    def sql(self) -> tuple[str, dict[str, Any]]:
+        """A WHERE fragment over chunks `c` and documents `d`, and its parameters."""
+        clauses, params = [], {}
+        if self.doc_types:
+            clauses.append("d.doc_type = ANY(%(f_types)s)")
+            params["f_types"] = list(self.doc_types)
+        source_sql, source_params = source_filter_sql(self.source)
+        if source_params:
+            clauses.append(source_sql)
+            params.update(source_params)
+        if self.metadata:
+            clauses.append("d.metadata @> %(f_meta)s::jsonb")
+            params["f_meta"] = json.dumps(self.metadata)
+        if self.updated_since is not None:
+            clauses.append("d.updated_at >= %(f_since)s")
+            params["f_since"] = self.updated_since
+        return (" AND ".join(clauses) or "TRUE"), params
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Reciprocal rank fusion: score = sum over sides of weight / (rrf_k + rank)."""
+
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+
+
+def fuse(
+    vector_ids: Sequence[int], text_ids: Sequence[int], params: FusionParams = FusionParams()
+) -> dict[int, float]:
+    """Fused score per chunk id from the two ranked candidate lists (rank 1 = best)."""
+    scores: dict[int, float] = {}
+    for weight, ids in ((params.vector_weight, vector_ids), (params.text_weight, text_ids)):
+        for rank, chunk_id in enumerate(ids, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (params.rrf_k + rank)
+    return scores
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    candidates: int = 40  # per side, at least; 4 x limit when larger
+    ef_search: int = 100  # hnsw.ef_search (raised to the candidate count when lower)
+    max_scan_tuples: int = 200_000  # iterative index scans under a filter stop after this many
+    exact_max_chunks: int = 20_000  # a filter leaving at most this many chunks: both sides exact
+    bm25: Bm25Settings = field(default_factory=Bm25Settings)
+    fusion: FusionParams = field(default_factory=FusionParams)
+
+
+def search_settings(config: Any) -> SearchSettings:
+    """SearchSettings from the `rag.*` configuration keys."""
+    return SearchSettings(
+        candidates=config.get("rag.search_candidates"),
+        ef_search=config.get("rag.hnsw_ef_search"),
+        max_scan_tuples=config.get("rag.hnsw_max_scan_tuples"),
+        exact_max_chunks=config.get("rag.filter_exact_max_chunks"),
+        bm25=Bm25Settings(
+            depth=config.get("rag.bm25_depth"), max_depth=config.get("rag.bm25_max_depth")
+        ),
+        fusion=FusionParams(rrf_k=config.get("rag.rrf_k")),
+    )
+
+
+@dataclass
+class SearchTimings:
+    """Milliseconds spent per stage of the last search (for benchmarks)."""
+
+    embed: float = 0.0
+    text: float = 0.0
+    vector: float = 0.0
+    fuse: float = 0.0
+    total: float = 0.0
+    text_path: str = ""
+    text_exact: bool = True
+
+
+VECTOR_SQL = """
+WITH v AS MATERIALIZED (
+    SELECT c.id, c.embedding <=> %(emb)s::vector AS dist
+    FROM rag_chunks c {join}
+    WHERE {filters}
+    ORDER BY c.embedding <=> %(emb)s::vector
+    LIMIT %(cand)s
+)
+SELECT id FROM v ORDER BY dist, id
+"""
+
+ROWS_SQL = """
+SELECT c.id AS chunk_id, c.chunk_index, c.heading_path, c.content,
+       d.id AS document_id, d.doc_type, d.source_key, d.source_path, d.title, d.metadata,
+       1 - (c.embedding <=> %(emb)s::vector) AS similarity, f.text_score, f.score
+FROM unnest(%(ids)s::bigint[], %(scores)s::float8[], %(text)s::float8[]) AS f(id, score, text_score)
+JOIN rag_chunks c ON c.id = f.id JOIN rag_documents d ON d.id = c.document_id
+WHERE %(minsim)s::float8 IS NULL OR 1 - (c.embedding <=> %(emb)s::vector) >= %(minsim)s
+ORDER BY f.score DESC, similarity DESC, d.source_key, c.chunk_index
+LIMIT %(limit)s
+"""
+
+
+async def hybrid_search(
+    db: Any,
+    embedder: Any,
+    query: str,
+    *,
+    limit: int,
+    filters: SearchFilters,
+    min_similarity: float | None,
+    mode: str,
+    settings: SearchSettings,
+    timings: SearchTimings | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of the fused top `limit` (see ROWS_SQL for the columns)."""
+    timings = timings if timings is not None else SearchTimings()
+    start = time.perf_counter()
+    use_vec, use_txt = mode in ("hybrid", "vector"), mode in ("hybrid", "text")
+    cand = max(limit * 4, settings.candidates)
+    filter_sql, filter_params = filters.sql()
+
+    async def embed() -> Any:
+        t0 = time.perf_counter()
+        vector = await embedder.embed_query(query)
+        timings.embed = (time.perf_counter() - t0) * 1000
+        return vector
+
+    embedding = asyncio.create_task(embed())
+    try:
+        async with db.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                few = filters.active and await filter_leaves_few(
+                    conn, filter_sql, filter_params, settings.exact_max_chunks
+                )
+                text_ids: list[int] = []
+                text_scores: dict[int, float] = {}
+                if use_txt:
+                    t0 = time.perf_counter()
+                    result = await bm25_top(
+                        conn,
+                        query,
+                        k=cand,
+                        filter_sql=filter_sql,
+                        filter_params=filter_params,
+                        few_pass_filter=few,
+                        settings=settings.bm25,
+                    )
+                    timings.text = (time.perf_counter() - t0) * 1000
+                    timings.text_path, timings.text_exact = result.path, result.exact
+                    text_ids = [h.chunk_id for h in result.hits]
+                    text_scores = {h.chunk_id: h.score for h in result.hits}
+                vector = await embedding
+                vector_ids: list[int] = []
+                if use_vec:
+                    t0 = time.perf_counter()
+                    vector_ids = await vector_candidates(
+                        conn, vector, cand, filters, filter_params, settings, exact=few
+                    )
+                    timings.vector = (time.perf_counter() - t0) * 1000
+                t0 = time.perf_counter()
+                fused = fuse(vector_ids, text_ids, settings.fusion)
+                ids = list(fused)
+                cur = await conn.execute(
+                    ROWS_SQL,
+                    {
+                        "emb": vector,
+                        "ids": ids,
+                        "scores": [fused[i] for i in ids],
+                        "text": [text_scores.get(i, 0.0) for i in ids],
+                        "minsim": min_similarity,
+                        "limit": limit,
+                    },
+                )
+                rows = await cur.fetchall()
+                timings.fuse = (time.perf_counter() - t0) * 1000
+    finally:
+        if not embedding.done():
+            embedding.cancel()
+    timings.total = (time.perf_counter() - start) * 1000
+    return rows
+
+
+async def filter_leaves_few(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> bool:
+    """Whether the filters leave at most `cap` chunks (counted up to cap + 1, by index)."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM rag_chunks c JOIN rag_documents d"
+        f" ON d.id = c.document_id WHERE {filter_sql} LIMIT %(f_cap)s) s",
+        {**params, "f_cap": cap + 1},
+    )
+    return (await cur.fetchone())["n"] <= cap
+
+
+# A filter that leaves few chunks: rank them all exactly (recall 1, cost bounded by the cap).
+EXACT_VECTOR_SQL = """
+WITH f AS MATERIALIZED (
+    SELECT c.id, c.embedding FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+    WHERE {filters}
+)
+SELECT id FROM f ORDER BY embedding <=> %(emb)s::vector, id LIMIT %(cand)s
+"""
+
+
+async def vector_candidates(
+    conn: Any,
+    vector: Any,
+    cand: int,
+    filters: SearchFilters,
+    filter_params: dict[str, Any],
+    settings: SearchSettings,
+    *,
+    exact: bool = False,
+) -> list[int]:
+    filter_sql = filters.sql()[0]
+    params = {**filter_params, "emb": vector, "cand": cand}
+    if exact:
+        cur = await conn.execute(EXACT_VECTOR_SQL.format(filters=filter_sql), params)
+        return [r["id"] for r in await cur.fetchall()]
+    await conn.execute(f"SET LOCAL hnsw.ef_search = {max(settings.ef_search, cand):d}")
+    join = ""
+    if filters.active:
+        # Keep scanning the index until enough rows pass the filters (pgvector >= 0.8).
+        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        await conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {settings.max_scan_tuples:d}")
+        join = "JOIN rag_documents d ON d.id = c.document_id"
+    cur = await conn.execute(VECTOR_SQL.format(join=join, filters=filter_sql), params)
+    return [r["id"] for r in await cur.fetchall()]
