@@ -177,9 +177,11 @@ def blast_markdown(radius: Any) -> str:
         if run:
             lines += _error_block(run.error_message)
     lines += ["", "| hops | node | impact | state |", "|---|---|---|---|"]
-    for n in sorted((*radius.jobs, *radius.datasets), key=lambda n: (n.hops, n.node_id)):
+    nodes = (*radius.jobs, *radius.datasets)
+    for n in sorted(nodes, key=lambda n: (n.hops is None, n.hops or 0, n.node_id)):
         label = n.task_id or short_name(n.name)
-        lines.append(f"| {n.hops} | {n.type} {label} | {n.impact} | {n.state or ''} |")
+        hops = "?" if n.hops is None else n.hops
+        lines.append(f"| {hops} | {n.type} {label} | {n.impact} | {n.state or ''} |")
     return "\n".join(lines)
 
 
