@@ -64,8 +64,6 @@ def scenario(request: pytest.FixtureRequest) -> Scenario:
     return Scenario(request.param)
 
 
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def after(pg_server: Any, scenario: Scenario) -> AsyncIterator[Any]:
     """after(run) -> a LineageService on a database holding steps 0..run, fed in order."""

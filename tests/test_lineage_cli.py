@@ -42,8 +42,7 @@ def qwb(db_url: str, db: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     events += [json.loads(p.read_text()) for p in sorted(DATA.glob("wb_demo-*.json"))]
     # One DAG run: leave out the START of transform in a later run (tests/test_lineage_store.py
     # covers how a later, unfinished DAG run changes the answers).
-    events = [e for e in events
-              if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") != LATER_RUN]  # fmt: skip
+    events = [e for e in events if _parent_run(e) != LATER_RUN]
     path = tmp_path_factory.mktemp("ol") / "events.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     report = json.loads(run("lineage", "import", str(path), "--json").output)
@@ -51,6 +50,10 @@ def qwb(db_url: str, db: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     again = json.loads(run("lineage", "import", str(path), "--json").output)
     assert (again["stored"], again["duplicates"]) == (0, len(events))
     return run
+
+
+def _parent_run(event: dict[str, Any]) -> str | None:
+    return event["run"]["facets"].get("parent", {}).get("run", {}).get("runId")
 
 
 def test_blast_radius_command(qwb: Any) -> None:
