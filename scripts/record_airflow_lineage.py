@@ -174,7 +174,7 @@ class Lab:
 
     def start_serve(self) -> None:
         port = free_port(self.port_base)
-        env = self._qwb_env()
+        env = self.qwb_env()
         env["QWB_LINEAGE_SERVE_PORT"] = str(port)
         out = (self.root / "qwb-serve.log").open("wb")
         self.serve = subprocess.Popen([*self.qwb, "serve", "--port", str(port)], env=env,
@@ -202,7 +202,7 @@ class Lab:
             except subprocess.TimeoutExpired:
                 os.killpg(self.serve.pid, signal.SIGKILL)
 
-    def _qwb_env(self) -> dict[str, str]:
+    def qwb_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QWB_")}
         for name in ("DATA", "CONFIG", "CACHE"):
             env[f"XDG_{name}_HOME"] = str(self.qwb_dirs / name.lower())
@@ -214,7 +214,7 @@ class Lab:
         done = subprocess.run(
             [*self.qwb, "lineage", "facets", "--repo", str(self.repo), "--spool", str(self.spool),
              "--url", transport_url, "--json"],
-            env=self._qwb_env(), capture_output=True, text=True, check=True,
+            env=self.qwb_env(), capture_output=True, text=True, check=True,
         )  # fmt: skip
         self.facets = json.loads(done.stdout)["env"]
         self.env = {k: v for k, v in os.environ.items()
@@ -266,7 +266,7 @@ class Lab:
         return json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr[-500:]}
 
     def _serve_env(self) -> dict[str, str]:
-        return self._qwb_env()
+        return self.qwb_env()
 
 
 # -- the two ways of running a DAG ------------------------------------------------------------
