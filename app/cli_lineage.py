@@ -199,7 +199,8 @@ def blast_cmd(
 @click.argument("name")
 @json_option
 def dataset_cmd(name: str, as_json: bool) -> None:
-    """Producers and consumers of a dataset (node id, name or file name)."""
+    """Producers and consumers of a dataset (node id, name or file name), and whether it is
+    fresh or stale in the latest run of its producers' DAGs, and why."""
     ds = run_workbench(lambda wb: wb.lineage.get_dataset_lineage(name))
 
     def render(d: Any) -> None:
@@ -228,7 +229,8 @@ def dataset_cmd(name: str, as_json: bool) -> None:
 @namespace_option
 @json_option
 def dag_cmd(dag: str, depth: int | None, namespace: str | None, as_json: bool) -> None:
-    """A DAG's tasks with inputs/outputs, latest run state, git facets, linked DAGs."""
+    """A DAG's tasks with inputs/outputs, their state in the DAG's latest run (upstream_failed
+    tasks included; a fact from an older run says so), git commit, linked DAGs."""
     info = run_workbench(lambda wb: wb.lineage.get_dag_lineage(dag, depth or 5, namespace))
 
     def render(d: Any) -> None:
@@ -329,7 +331,9 @@ def stats_cmd(as_json: bool) -> None:
 @click.option("--trace", is_flag=True, help="Print the stack traces too.")
 @json_option
 def failures_cmd(limit: int, trace: bool, as_json: bool) -> None:
-    """Recent failed runs with their error messages and downstream impact."""
+    """Recent failed runs: the error and its exception line, the failing run's git commit,
+    whether a later run fixed it ("fixed by run X at T") or it is current, and what it blocked
+    and left stale at the time."""
     failures = run_workbench(lambda wb: wb.lineage.get_recent_failures(limit))
 
     def render(f: Any) -> None:

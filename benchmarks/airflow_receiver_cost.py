@@ -11,15 +11,18 @@ round by round (this machine is shared and noisy):
     stopped  a closed port (connection refused)
     off      AIRFLOW__OPENLINEAGE__DISABLED=true (no events at all)
 
-Prints the median wall time of a DAG run per receiver, the difference to `up`, and that
-difference per task and per event (a task sends START and COMPLETE; `dags test` adds one DAG
-event). Nothing is asserted. Needs an Airflow venv (see scripts/record_airflow_lineage.py).
+Prints, per receiver, how long each event's emission took inside the task (from Airflow's own
+log: the task waits for it; a task sends START and COMPLETE, `dags test` adds one DAG event),
+then the median wall time of a DAG run and its difference to `up` (noisy on a shared machine:
+the per-event times are the measurement). Nothing is asserted. Needs an Airflow venv (see
+scripts/record_airflow_lineage.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -35,6 +38,29 @@ from record_airflow_lineage import Lab, free_port, run_dags_test  # noqa: E402
 
 TASKS = 6
 EVENTS = 2 * TASKS + 1  # START + COMPLETE per task, and the DAG's COMPLETE
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
+
+
+def emission_seconds(log: str) -> list[float]:
+    """Seconds each event's emission took, from Airflow's own log: from "OpenLineageClient will
+    use `http` transport" (the client is made for the event) to "Successfully emitted" or
+    "Failed to emit". The task waits for it: it is what lineage costs the task."""
+    from datetime import datetime
+
+    out, began = [], None
+    for line in log.splitlines():
+        match = _STAMP.match(line)
+        if not match:
+            continue
+        when = datetime.fromisoformat(match[1])
+        if "OpenLineageClient will use" in line:
+            began = when
+        elif began is not None and ("Successfully emitted" in line or "Failed to emit" in line):
+            out.append((when - began).total_seconds())
+            began = None
+    return out
 
 
 class HungReceiver:
@@ -93,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     transports = {mode: transport_for(lab, url) for mode, url in urls.items()}
     base_env = dict(lab.env)
     seconds: dict[str, list[float]] = {m: [] for m in ("up", "hung", "stopped", "off")}
+    per_event: dict[str, list[float]] = {m: [] for m in seconds}
     day = 0
     try:
         for round_no in range(args.rounds):
@@ -112,13 +139,21 @@ def main(argv: list[str] | None = None) -> int:
                 if result["exit"] != 0:
                     print(f"{mode} run {date} failed (exit {result['exit']})", file=sys.stderr)
                 seconds[mode].append(took)
+                log = (lab.root / f"dags-test-sales_pipeline-{date}.log").read_text()
+                per_event[mode] += emission_seconds(log)
                 print(f"round {round_no + 1} {mode:8} {took:6.1f} s", file=sys.stderr)
     finally:
         hung.close()
         lab.stop_serve()
 
+    print("Time each event's emission took inside the task (Airflow's log), median [max]:")
+    for mode, values in per_event.items():
+        if values:
+            median = statistics.median(values)
+            print(f"  {mode:8} {median:6.3f} s/event [{max(values):.3f}]  = {2 * median:6.3f} "
+                  f"s/task (START + COMPLETE), {len(values)} events")  # fmt: skip
     up = statistics.median(seconds["up"])
-    print(f"sales_pipeline ({TASKS} tasks, {EVENTS} events), airflow dags test, "
+    print(f"Wall time of the DAG run ({TASKS} tasks, {EVENTS} events), airflow dags test, "
           f"median of {args.rounds} run(s) per receiver, interleaved:")  # fmt: skip
     for mode, values in seconds.items():
         median = statistics.median(values)

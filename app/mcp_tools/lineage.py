@@ -25,7 +25,9 @@ Namespace = Annotated[
 
 def _state(job: Any) -> str:
     """The state judged against the latest DAG run (else the latest run's)."""
-    return job.current_state or "no runs"
+    if job.current_state:
+        return job.current_state
+    return "not run yet in the latest DAG run" if job.dag_run else "no runs"
 
 
 def _clip(text: str | None, n: int = 200) -> str:
@@ -62,8 +64,9 @@ async def get_dag_lineage(wb: Any, ctx: ToolContext, args: DagLineageArgs) -> To
         if job.note:
             lines.append(f"  ({_clip(job.note)})")
         run = job.latest_run
-        if run and run.error_message and not job.older_run:
-            lines.append(f"  error: {_clip(run.error_type or run.error_message)}")
+        if run and run.error_message:
+            label = "last error (older run)" if job.older_run else "error"
+            lines.append(f"  {label}: {_clip(run.error_type or run.error_message)}")
     for label, links in (("upstream", dag.upstream_dags), ("downstream", dag.downstream_dags)):
         if links:
             lines.append(

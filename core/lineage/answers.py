@@ -18,6 +18,7 @@ from core.lineage.dagruns import (
     NOT_WRITTEN,
     TERMINAL,
     DagRunView,
+    alive,
     dag_run_view,
     error_type,
     latest_dag_runs,
@@ -244,12 +245,14 @@ class LineageAnswers:
         impacted: list[ImpactedNode] = []
         for r in rows:
             if r["type"] == "job":
-                impacted.append(_job_node(r, jobs[r["id"]], dag_id))
+                job = jobs[r["id"]]
+                impact = "will_not_run" if r.get("dag_id") == dag_id else "stale_input"
+                impacted.append(_node(r, impact, job.current_state, job.note))
             else:
                 mine = producers.get(r["id"], [])
                 status = judge_dataset([known[p] for p in mine if p in known])[0]
                 impact = "stale" if not mine or set(mine) & blocking else "at_risk"
-                impacted.append(_dataset_node(r, impact, status))
+                impacted.append(_node(r, impact, status))
         for i in unplaced:
             impacted.append(_unplaced_node(infos[i]))
         other_reads = _other_dag_reads(impacted, jobs, dag_id)
@@ -333,7 +336,7 @@ class LineageAnswers:
             producers=tuple(producers),
             consumers=tuple(consumers),
             status=status,
-            facets={f["name"]: f["facet"] for f in facets if _alive(f["facet"])},
+            facets={f["name"]: f["facet"] for f in facets if alive(f["facet"])},
             lineage_source=self.source,
             status_reason=reason,
             last_written_at=written["ended_at"] if written else None,
@@ -413,38 +416,21 @@ class LineageAnswers:
                 "datasets": sum(w["type"] == "dataset" for w in reached)}  # fmt: skip
 
 
-def _alive(facet: Any) -> bool:
-    return isinstance(facet, dict) and not facet.get("_deleted")
-
-
-def _job_node(row: dict[str, Any], job: JobInfo, dag_id: str) -> ImpactedNode:
-    kinds = tuple(row.get("kinds") or ())
-    impact = "will_not_run" if row.get("dag_id") == dag_id else "stale_input"
+def _node(row: dict[str, Any], impact: str, state: str | None, note: str | None = None
+          ) -> ImpactedNode:  # fmt: skip
+    """An impacted node from a walk row."""
     return ImpactedNode(
         node_id=row["node_id"],
-        type="job",
-        namespace=row["namespace"],
-        name=row["name"],
-        hops=row["hops"],
-        edge_kinds=kinds,
-        impact=impact,
-        dag_id=row.get("dag_id"),
-        task_id=row.get("task_id"),
-        state=job.current_state,
-        note=job.note,
-    )
-
-
-def _dataset_node(row: dict[str, Any], impact: str, status: str) -> ImpactedNode:
-    return ImpactedNode(
-        node_id=row["node_id"],
-        type="dataset",
+        type=row["type"],
         namespace=row["namespace"],
         name=row["name"],
         hops=row["hops"],
         edge_kinds=tuple(row.get("kinds") or ()),
         impact=impact,
-        state=status,
+        dag_id=row.get("dag_id"),
+        task_id=row.get("task_id"),
+        state=state,
+        note=note,
     )
 
 

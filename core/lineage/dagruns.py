@@ -58,7 +58,8 @@ def airflow_state(value: Any) -> str:
     return AIRFLOW_STATES.get(value, value.upper())
 
 
-def _alive(facet: Any) -> bool:
+def alive(facet: Any) -> bool:
+    """A facet that is there and not `_deleted`."""
     return isinstance(facet, dict) and not facet.get("_deleted")
 
 
@@ -67,12 +68,12 @@ def run_git(row: dict[str, Any] | None) -> tuple[str | None, str | None, str | N
     if not row:
         return None, None, None
     own = row.get("run_git")
-    if _alive(own) and isinstance(own.get("git_sha"), str) and own["git_sha"]:
+    if alive(own) and isinstance(own.get("git_sha"), str) and own["git_sha"]:
         branch = own.get("git_branch") if isinstance(own.get("git_branch"), str) else None
         return own["git_sha"], branch or _job_facet_branch(row), "workbench_git"
     facets = row.get("job_facets") or {}
     scl = facets.get("sourceCodeLocation")
-    if _alive(scl) and isinstance(scl.get("version"), str) and scl["version"]:
+    if alive(scl) and isinstance(scl.get("version"), str) and scl["version"]:
         branch = scl.get("branch") if isinstance(scl.get("branch"), str) else None
         return scl["version"], branch or _tag(facets, "git_branch"), "sourceCodeLocation"
     sha = _tag(facets, "git_sha")
@@ -84,14 +85,14 @@ def run_git(row: dict[str, Any] | None) -> tuple[str | None, str | None, str | N
 def _job_facet_branch(row: dict[str, Any]) -> str | None:
     facets = row.get("job_facets") or {}
     scl = facets.get("sourceCodeLocation")
-    if _alive(scl) and isinstance(scl.get("branch"), str):
+    if alive(scl) and isinstance(scl.get("branch"), str):
         return scl["branch"]
     return _tag(facets, "git_branch")
 
 
 def _tag(facets: dict[str, Any], key: str) -> str | None:
     tags = facets.get("tags")
-    if not _alive(tags) or not isinstance(tags.get("tags"), list):
+    if not alive(tags) or not isinstance(tags.get("tags"), list):
         return None
     for tag in tags["tags"]:
         if isinstance(tag, dict) and tag.get("key") == key and isinstance(tag.get("value"), str):
@@ -262,7 +263,7 @@ async def _view(db: Any, namespace: str, dag_id: str, run_id: str, started: date
     )
     states: dict[str, str] = {}
     facet = (own or {}).get("airflow_state")
-    if _alive(facet) and isinstance(facet.get("tasksState"), dict):
+    if alive(facet) and isinstance(facet.get("tasksState"), dict):
         states = {str(k): airflow_state(v) for k, v in facet["tasksState"].items()}
     return DagRunView(namespace, dag_id, run_id, started, own,
                       {c["job_id"]: c for c in children}, states)  # fmt: skip
@@ -296,7 +297,7 @@ def _source(git: tuple[str | None, str | None, str | None], *facets: Any
     sha, branch, _where = git
     if not sha:
         return None
-    urls = (f.get("repoUrl") or f.get("url") for f in facets if _alive(f))
+    urls = (f.get("repoUrl") or f.get("url") for f in facets if alive(f))
     url = next((u for u in urls if isinstance(u, str) and u), None)
     return SourceLocation(type="git", repo_url=url, url=url, version=sha, branch=branch)
 

@@ -22,7 +22,7 @@ from core.lineage.answers import (  # noqa: F401 (DEFAULT_DEPTH, topo_order...: 
     judge_dataset,
     topo_order,
 )
-from core.lineage.dagruns import RUN_COLUMNS, DagRunView, judge_job, latest_dag_runs
+from core.lineage.dagruns import RUN_COLUMNS, DagRunView, alive, judge_job, latest_dag_runs
 from core.lineage.models import (
     EventPage,
     JobInfo,
@@ -141,10 +141,6 @@ def walk_sql(direction: str) -> str:
            n.job_type
       FROM best b JOIN ol_nodes n ON n.id = b.node
      ORDER BY b.hops, n.node_id"""
-
-
-def _alive(facet: Any) -> bool:
-    return isinstance(facet, dict) and not facet.get("_deleted")
 
 
 class LineageQueries(LineageAnswers):
@@ -355,7 +351,7 @@ class LineageQueries(LineageAnswers):
         latest = {r["job_id"]: r for r in runs}
         job_facets: dict[int, dict[str, Any]] = defaultdict(dict)
         for r in facets:
-            if _alive(r["facet"]):
+            if alive(r["facet"]):
                 job_facets[r["job_id"]][r["name"]] = r["facet"]
         wanted = {(j["namespace"], j["dag_id"]) for j in jobs if j["dag_id"]}
         views = dict(views or {})

@@ -71,6 +71,13 @@ class LineageStore:
                 if attempt == _RETRIES - 1:
                     raise
                 log.info("lineage ingest retried after a lock conflict (%s)", event.event_hash)
+        if stored and event.normalised:
+            log.warning(
+                "lineage event of %s: numbers where strings belong were made strings (%s); "
+                "quote the OPENLINEAGE__* values ('qwb lineage facets' prints them quoted)",
+                event.job_node_id or "a dataset",
+                ", ".join(event.normalised[:5]),
+            )
         return IngestResult(
             status="stored" if stored else "duplicate",
             event_hash=event.event_hash,
