@@ -148,7 +148,9 @@ class LineageAnswers:
     async def resolve(self, text: str, only: str | None = None) -> dict[str, Any]: ...
     async def dag_namespace(self, dag_id: str, namespace: str | None = None) -> str: ...
     async def walk(self, seeds: list[int], depth: int, direction: str) -> list[dict[str, Any]]: ...
-    async def job_infos(self, job_ids: list[int], views: Any = None) -> dict[int, JobInfo]: ...
+    async def job_infos(
+        self, job_ids: list[int], views: Any = None, *, light: bool = False
+    ) -> dict[int, JobInfo]: ...
     async def _dag_rows(self, dag_id: str, namespace: str) -> tuple[list[int], int | None]: ...
 
     async def dag_lineage(
@@ -235,12 +237,13 @@ class LineageAnswers:
         if seeds_failed and set(seeds) == set(failed):
             unplaced = [i for i in task_ids if i not in reached and i not in seeds
                         and infos[i].state == "UPSTREAM_FAILED"]  # fmt: skip
-        jobs = await self.job_infos([r["id"] for r in rows if r["type"] == "job"], views)
+        jobs = await self.job_infos([r["id"] for r in rows if r["type"] == "job"], views,
+                                    light=True)  # fmt: skip
         jobs.update({i: infos[i] for i in unplaced})
         producers = await self._producers([r["id"] for r in rows if r["type"] == "dataset"])
         known = {**jobs, **{i: infos[i] for i in seeds}}
         others = {p for ps in producers.values() for p in ps} - set(known)
-        known.update(await self.job_infos(sorted(others)))
+        known.update(await self.job_infos(sorted(others), light=True))
         blocking = set(seeds) | {i for i, j in jobs.items() if j.dag_id == dag_id}
         impacted: list[ImpactedNode] = []
         for r in rows:

@@ -202,14 +202,44 @@ class DagRunView:
         return None, False
 
 
+LATEST_DAG_RUNS_SQL = """
+WITH wanted AS (
+    SELECT * FROM unnest(%(ns)s::text[], %(dag)s::text[]) AS w(ns, dag)),
+dags AS (
+    SELECT w.ns, w.dag, j.id FROM wanted w
+      JOIN ol_jobs j ON j.namespace = w.ns AND j.name = w.dag),
+tasks AS (
+    SELECT w.ns, w.dag, j.id FROM wanted w
+      JOIN ol_jobs j ON j.namespace = w.ns AND j.dag_id = w.dag
+     WHERE j.task_id IS NOT NULL AND j.name <> w.dag),
+candidates AS (  -- each task's latest DAG run, and the DAG's own latest run
+    SELECT t.ns, t.dag, r.parent_run_id AS run_id FROM tasks t CROSS JOIN LATERAL (
+        SELECT parent_run_id FROM ol_runs
+         WHERE job_id = t.id AND parent_run_id IS NOT NULL
+         ORDER BY first_event_time DESC, run_id DESC LIMIT 1) r
+    UNION
+    SELECT d.ns, d.dag, x.run_id FROM dags d CROSS JOIN LATERAL (
+        SELECT run_id FROM ol_runs WHERE job_id = d.id
+         ORDER BY first_event_time DESC, run_id DESC LIMIT 1) x),
+started AS (  -- a DAG run starts with its earliest event or its tasks' earliest
+    SELECT c.ns, c.dag, c.run_id,
+           least((SELECT min(first_event_time) FROM ol_runs WHERE parent_run_id = c.run_id),
+                 (SELECT first_event_time FROM ol_runs WHERE run_id = c.run_id)) AS started
+      FROM candidates c)
+SELECT DISTINCT ON (ns, dag) ns, dag, run_id, started FROM started
+ WHERE started IS NOT NULL
+ ORDER BY ns, dag, started DESC, run_id DESC"""
+
+
 async def latest_dag_runs(db: Any, dags: set[tuple[str, str]]) -> dict[tuple[str, str], DagRunView]:
-    """The latest run of each (namespace, dag_id) that has one."""
-    out: dict[tuple[str, str], DagRunView] = {}
-    for namespace, dag_id in sorted(dags):
-        view = await _latest(db, namespace, dag_id)
-        if view is not None:
-            out[(namespace, dag_id)] = view
-    return out
+    """The latest run of each (namespace, dag_id) that has one, in a few queries for all."""
+    if not dags:
+        return {}
+    keys = sorted(dags)
+    rows = await db.fetchall(
+        LATEST_DAG_RUNS_SQL, {"ns": [k[0] for k in keys], "dag": [k[1] for k in keys]}
+    )
+    return await _views(db, [(r["ns"], r["dag"], str(r["run_id"]), r["started"]) for r in rows])
 
 
 async def dag_run_view(db: Any, namespace: str, dag_id: str, run_id: str) -> DagRunView | None:
@@ -221,52 +251,38 @@ async def dag_run_view(db: Any, namespace: str, dag_id: str, run_id: str) -> Dag
     )
     if started is None or started["started"] is None:
         return None
-    return await _view(db, namespace, dag_id, run_id, started["started"])
+    views = await _views(db, [(namespace, dag_id, run_id, started["started"])])
+    return views[(namespace, dag_id)]
 
 
-async def _latest(db: Any, namespace: str, dag_id: str) -> DagRunView | None:
-    row = await db.fetchone(
-        """WITH dag AS (
-               SELECT id FROM ol_jobs WHERE namespace = %(ns)s AND name = %(dag)s),
-           tasks AS (
-               SELECT id FROM ol_jobs
-                WHERE namespace = %(ns)s AND dag_id = %(dag)s AND task_id IS NOT NULL
-                  AND id NOT IN (SELECT id FROM dag)),
-           candidates AS (
-               SELECT r.parent_run_id AS run_id FROM tasks t CROSS JOIN LATERAL (
-                   SELECT parent_run_id FROM ol_runs
-                    WHERE job_id = t.id AND parent_run_id IS NOT NULL
-                    ORDER BY first_event_time DESC, run_id DESC LIMIT 1) r
-               UNION
-               SELECT d.run_id FROM dag CROSS JOIN LATERAL (
-                   SELECT run_id FROM ol_runs WHERE job_id = dag.id
-                    ORDER BY first_event_time DESC, run_id DESC LIMIT 1) d)
-           SELECT c.run_id,
-                  least((SELECT min(first_event_time) FROM ol_runs WHERE parent_run_id = c.run_id),
-                        (SELECT first_event_time FROM ol_runs WHERE run_id = c.run_id)) AS started
-             FROM candidates c
-            ORDER BY started DESC NULLS LAST, c.run_id DESC LIMIT 1""",
-        {"ns": namespace, "dag": dag_id},
-    )
-    if row is None or row["started"] is None:
-        return None
-    return await _view(db, namespace, dag_id, str(row["run_id"]), row["started"])
-
-
-async def _view(db: Any, namespace: str, dag_id: str, run_id: str, started: datetime
-                ) -> DagRunView:  # fmt: skip
-    own = await db.fetchone(f"SELECT {RUN_COLUMNS} FROM ol_runs WHERE run_id = %s", (run_id,))
+async def _views(db: Any, runs: list[tuple[str, str, str, datetime]]
+                 ) -> dict[tuple[str, str], DagRunView]:  # fmt: skip
+    """DagRunViews of (namespace, dag_id, run_id, started): their rows and their tasks' runs."""
+    if not runs:
+        return {}
+    ids = [r[2] for r in runs]
+    own = await db.fetchall(f"SELECT {RUN_COLUMNS} FROM ol_runs WHERE run_id = ANY(%s::uuid[])",
+                            (ids,))  # fmt: skip
     children = await db.fetchall(
-        f"""SELECT DISTINCT ON (job_id) {RUN_COLUMNS} FROM ol_runs WHERE parent_run_id = %s
-             ORDER BY job_id, first_event_time DESC, run_id DESC""",
-        (run_id,),
+        f"""SELECT DISTINCT ON (parent_run_id, job_id) {RUN_COLUMNS} FROM ol_runs
+             WHERE parent_run_id = ANY(%s::uuid[])
+             ORDER BY parent_run_id, job_id, first_event_time DESC, run_id DESC""",
+        (ids,),
     )
-    states: dict[str, str] = {}
-    facet = (own or {}).get("airflow_state")
-    if alive(facet) and isinstance(facet.get("tasksState"), dict):
-        states = {str(k): airflow_state(v) for k, v in facet["tasksState"].items()}
-    return DagRunView(namespace, dag_id, run_id, started, own,
-                      {c["job_id"]: c for c in children}, states)  # fmt: skip
+    rows = {str(r["run_id"]): r for r in own}
+    kids: dict[str, dict[int, dict[str, Any]]] = {}
+    for c in children:
+        kids.setdefault(str(c["parent_run_id"]), {})[c["job_id"]] = c
+    out = {}
+    for namespace, dag_id, run_id, started in runs:
+        row = rows.get(run_id)
+        states: dict[str, str] = {}
+        facet = (row or {}).get("airflow_state")
+        if alive(facet) and isinstance(facet.get("tasksState"), dict):
+            states = {str(k): airflow_state(v) for k, v in facet["tasksState"].items()}
+        out[(namespace, dag_id)] = DagRunView(namespace, dag_id, run_id, started, row,
+                                              kids.get(run_id, {}), states)  # fmt: skip
+    return out
 
 
 @dataclass(frozen=True)

@@ -304,10 +304,15 @@ class LineageQueries(LineageAnswers):
     # -- job details ------------------------------------------------------------------------
 
     async def job_infos(
-        self, job_ids: list[int], views: dict[tuple[str, str], DagRunView] | None = None
+        self,
+        job_ids: list[int],
+        views: dict[tuple[str, str], DagRunView] | None = None,
+        *,
+        light: bool = False,
     ) -> dict[int, JobInfo]:
         """Details of jobs, their state judged against the latest run of their DAG (or the DAG
-        run in `views` for that DAG)."""
+        run in `views` for that DAG). `light`: without task dependencies, tags, owners and
+        description (what a blast radius does not show)."""
         if not job_ids:
             return {}
         params = {"ids": job_ids, "facets": list(JOB_FACETS_SHOWN)}
@@ -318,15 +323,19 @@ class LineageQueries(LineageAnswers):
                 WHERE io.job_id = ANY(%(ids)s) ORDER BY 3""",
             params,
         )
-        deps = await self.db.fetchall(
-            """SELECT DISTINCT dp.upstream_job_id AS up, dp.downstream_job_id AS down,
+        deps = (
+            []
+            if light
+            else await self.db.fetchall(
+                """SELECT DISTINCT dp.upstream_job_id AS up, dp.downstream_job_id AS down,
                       'job:' || u.namespace || ':' || u.name AS up_node,
                       'job:' || d.namespace || ':' || d.name AS down_node
                  FROM ol_job_deps dp
                  JOIN ol_jobs u ON u.id = dp.upstream_job_id
                  JOIN ol_jobs d ON d.id = dp.downstream_job_id
                 WHERE dp.upstream_job_id = ANY(%(ids)s) OR dp.downstream_job_id = ANY(%(ids)s)""",
-            params,
+                params,
+            )
         )
         runs = await self.db.fetchall(
             f"""SELECT DISTINCT ON (job_id) {RUN_COLUMNS}
@@ -334,6 +343,8 @@ class LineageQueries(LineageAnswers):
                 ORDER BY job_id, first_event_time DESC, run_id DESC""",
             params,
         )
+        if light:  # the repository URL still comes from sourceCodeLocation
+            params["facets"] = ["sourceCodeLocation"]
         facets = await self.db.fetchall(
             """SELECT job_id, name, facet FROM ol_job_facets
                 WHERE job_id = ANY(%(ids)s) AND name = ANY(%(facets)s)""",
