@@ -17,6 +17,9 @@ def render_health(health: Any) -> None:
     colour = STATUS_COLOURS.get(health.status, "yellow")
     out.print(f"[bold {colour}]{health.status}[/]  {health.documents} documents, "
               f"{health.chunks} chunks, model {health.configured_model}")  # fmt: skip
+    if health.reused_from:
+        out.print(f"  [dim]unchanged since the full check at {health.reused_from}: its result "
+                  "is reused (--full runs every check)[/]")  # fmt: skip
     for doc_type, v in sorted(health.by_type.items()):
         out.print(f"  {doc_type:<14} {v['documents']:>6} docs {v['chunks']:>7} chunks")
     idx = ", ".join(f"{k} {v}" for k, v in health.indexes.items())
@@ -72,6 +75,9 @@ def _sources(adrs: tuple[Path, ...], dags: tuple[Path, ...], docs: tuple[Path, .
 @click.option("--prune", is_flag=True, help="Delete documents whose source file is gone.")
 @click.option("--check", "check_only", is_flag=True, help="Only run the health check.")
 @click.option("--repair", is_flag=True, help="With --check: recreate missing search indexes.")
+@click.option("--full", is_flag=True,
+              help="Run every check even on a store unchanged since the last healthy check "
+                   "(whose result is reused for bootstrap.health_reuse_days).")  # fmt: skip
 @click.option("--no-health", is_flag=True, help="Skip the health check after ingesting.")
 @click.option("--watch", is_flag=True, help="After bootstrapping, sync whenever files change.")
 @click.option("--interval", type=click.FloatRange(0.5, 86400), default=None,
@@ -86,6 +92,7 @@ def bootstrap_cmd(
     prune: bool,
     check_only: bool,
     repair: bool,
+    full: bool,
     no_health: bool,
     watch: bool,
     interval: float | None,
@@ -110,7 +117,7 @@ def bootstrap_cmd(
                 touched = await checker.repair_indexes()
                 if touched and not as_json:
                     console().print(f"recreated {', '.join(touched)}")
-            return await Bootstrapper(wb).check()
+            return await Bootstrapper(wb).check(full=full or repair)
 
         health = run_workbench(_check)
         emit(health, as_json, render_health)

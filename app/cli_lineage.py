@@ -5,10 +5,6 @@ and `qwb serve` (the OpenLineage receiver)."""
 from __future__ import annotations
 
 import ipaddress
-import json
-import shlex
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import click
@@ -30,6 +26,11 @@ STATE_STYLE = {
     "START": "cyan",
     "RUNNING": "cyan",
     "OTHER": "dim",
+    "UPSTREAM_FAILED": "dark_orange",
+    "SKIPPED": "dim",
+    "REMOVED": "dim",
+    "NO_STATUS": "dim",
+    "UP_FOR_RETRY": "yellow",
 }
 SEVERITY_STYLE = {"none": "green", "low": "yellow", "medium": "dark_orange", "high": "bold red"}
 
@@ -52,6 +53,29 @@ def _git(job: Any) -> str:
     if not sha and not branch:
         return ""
     return f" [magenta]git {(sha or '?')[:12]}{f' ({branch})' if branch else ''}[/]"
+
+
+def _job_state(job: Any) -> str:
+    """The judged state, else the latest run's (Marquez)."""
+    return _state(job.current_state)
+
+
+def _run_line(run: Any) -> str:
+    """'FAIL started 2026-03-04 10:00 git e2a15c20f309 (main)' for a DAG run."""
+    started = f" started {run.started_at:%Y-%m-%d %H:%M}" if run.started_at else ""
+    git = ""
+    if run.git_sha:
+        branch = f" ({run.git_branch})" if run.git_branch else ""
+        git = f" [magenta]git {run.git_sha[:12]}{branch}[/]"
+    return f"{_state(run.state)}{started}{git}"
+
+
+def _notes(out: Any, job: Any, indent: str) -> None:
+    from rich.markup import escape
+
+    for note in (job.note, job.git_note):
+        if note:
+            out.print(f"{indent}[dim]{escape(note)}[/]", highlight=False)
 
 
 @click.group("lineage")
@@ -148,25 +172,32 @@ def blast_cmd(
 
     def render(r: Any) -> None:
         out = console()
-        seeds = ", ".join(f"{s.task_id or s.name} ({_state(s.latest_run and s.latest_run.state)})"
-                          for s in r.seeds)  # fmt: skip
+        seeds = ", ".join(f"{s.task_id or s.name} ({_job_state(s)})" for s in r.seeds)
         style = SEVERITY_STYLE.get(r.severity, "white")
         out.print(f"[bold]{r.dag_id}[/] from {seeds}: severity [{style}]{r.severity}[/]"
                   f"  [dim]({r.lineage_source})[/]")  # fmt: skip
+        if r.dag_run:
+            out.print(f"  judged against DAG run {r.dag_run.run_id}: {_run_line(r.dag_run)}")
         for s in r.seeds:
-            if s.latest_run and s.latest_run.error_message:
-                out.print(f"  error in {s.task_id}: {s.latest_run.error_message}", markup=False)
+            run = s.latest_run
+            if run and (run.error_type or run.error_message):
+                out.print(f"  error in {s.task_id}: {run.error_type or run.error_message}",
+                          markup=False)  # fmt: skip
             if s.git_sha:
                 out.print(f"  code of {s.task_id}:{_git(s)}")
         if r.jobs:
             out.print(f"[bold]jobs ({len(r.jobs)})[/]")
             for n in r.jobs:
-                out.print(f"  [dim]{n.hops} hop(s)[/] {n.node_id}  {n.impact}"
+                hops = "?" if n.hops is None else n.hops
+                out.print(f"  [dim]{hops} hop(s)[/] {n.node_id}  {n.impact}  {_state(n.state)}"
                           f"  [dim]{'/'.join(n.edge_kinds)}[/]")  # fmt: skip
+                if n.hops is None and n.note:
+                    out.print(f"      [dim]{n.note}[/]")
         if r.datasets:
             out.print(f"[bold]datasets ({len(r.datasets)})[/]")
             for n in r.datasets:
-                out.print(f"  [dim]{n.hops} hop(s)[/] {n.node_id}  {n.impact}")
+                out.print(f"  [dim]{n.hops} hop(s)[/] {n.node_id}  {n.impact}"
+                          f"  [dim]({n.state})[/]")  # fmt: skip
         out.print(f"[bold]recommendation:[/] {r.recommendation}", highlight=False)
 
     emit(radius, as_json, render)
@@ -176,17 +207,24 @@ def blast_cmd(
 @click.argument("name")
 @json_option
 def dataset_cmd(name: str, as_json: bool) -> None:
-    """Producers and consumers of a dataset (node id, name or file name)."""
+    """Producers and consumers of a dataset (node id, name or file name), and whether it is
+    fresh or stale in the latest run of its producers' DAGs, and why."""
     ds = run_workbench(lambda wb: wb.lineage.get_dataset_lineage(name))
 
     def render(d: Any) -> None:
         out = console()
+        from rich.markup import escape
+
         out.print(f"[bold]{d.node_id}[/]  status {d.status}  [dim]({d.lineage_source})[/]")
+        if d.status_reason:
+            out.print(f"  [dim]{escape(d.status_reason)}[/]", highlight=False)
+        if d.last_written_at:
+            out.print(f"  last written {d.last_written_at:%Y-%m-%d %H:%M} by {d.last_written_by}")
         for title, jobs in (("produced by", d.producers), ("read by", d.consumers)):
             out.print(f"  {title}:" + ("" if jobs else " [dim]nobody known[/]"))
             for j in jobs:
-                run = j.latest_run
-                out.print(f"    {j.node_id}  {_state(run and run.state)}{_git(j)}")
+                out.print(f"    {j.node_id}  {_job_state(j)}{_git(j)}")
+                _notes(out, j, "      ")
         if d.facets:
             out.print(f"  facets: {', '.join(sorted(d.facets))}")
 
@@ -199,20 +237,23 @@ def dataset_cmd(name: str, as_json: bool) -> None:
 @namespace_option
 @json_option
 def dag_cmd(dag: str, depth: int | None, namespace: str | None, as_json: bool) -> None:
-    """A DAG's tasks with inputs/outputs, latest run state, git facets, linked DAGs."""
+    """A DAG's tasks with inputs/outputs, their state in the DAG's latest run (upstream_failed
+    tasks included; a fact from an older run says so), git commit, linked DAGs."""
     info = run_workbench(lambda wb: wb.lineage.get_dag_lineage(dag, depth or 5, namespace))
 
     def render(d: Any) -> None:
         out = console()
         run = d.dag_run
-        out.print(f"[bold]{d.dag_id}[/] ({d.namespace})  last DAG run {_state(run and run.state)}"
+        line = _run_line(run) if run else _state(None)
+        out.print(f"[bold]{d.dag_id}[/] ({d.namespace})  latest DAG run {line}"
                   f"  [dim]({d.lineage_source})[/]")  # fmt: skip
-        if d.source:
-            out.print(f"  code: {d.source.repo_url or d.source.url or ''} "
+        if d.source and (d.source.repo_url or d.source.url):
+            out.print(f"  code: {d.source.repo_url or d.source.url} "
                       f"{(d.source.version or '')[:12]} {d.source.branch or ''}")  # fmt: skip
         for t in d.tasks:
             r = t.latest_run
-            out.print(f"  [bold]{t.task_id}[/] {_state(r and r.state)}{_git(t)}")
+            out.print(f"  [bold]{t.task_id}[/] {_job_state(t)}{_git(t)}")
+            _notes(out, t, "      ")
             for i in t.inputs:
                 out.print(f"      in  {i}")
             for o in t.outputs:
@@ -221,8 +262,9 @@ def dag_cmd(dag: str, depth: int | None, namespace: str | None, as_json: bool) -
                 out.print(
                     f"      after {', '.join(u.rsplit('.', 1)[-1] for u in t.upstream_tasks)}"
                 )
-            if r and r.error_message:
-                out.print(f"      error: {r.error_message}", markup=False)
+            if r and (r.error_type or r.error_message):
+                label = "last error (older run)" if t.older_run else "error"
+                out.print(f"      {label}: {r.error_type or r.error_message}", markup=False)
         for title, links in (
             ("upstream DAGs", d.upstream_dags),
             ("downstream DAGs", d.downstream_dags),
@@ -243,7 +285,13 @@ def job_cmd(name: str, as_json: bool) -> None:
     def render(j: Any) -> None:
         out = console()
         r = j.latest_run
-        out.print(f"[bold]{j.node_id}[/]  {j.job_type or ''}  {_state(r and r.state)}")
+        out.print(f"[bold]{j.node_id}[/]  {j.job_type or ''}  {_job_state(j)}")
+        if j.dag_run:
+            out.print(f"  latest DAG run {j.dag_run.run_id}: {_run_line(j.dag_run)}")
+        if r and (j.older_run or r.state != j.current_state):
+            out.print(f"  its own latest run {r.run_id}: {_state(r.state)}"
+                      + (f" git {r.git_sha[:12]}" if r.git_sha else ""))  # fmt: skip
+        _notes(out, j, "  ")
         if j.source:
             out.print(f"  git: sha {j.git_sha or '-'}  branch {j.git_branch or '-'}  "
                       f"repo {j.source.repo_url or j.source.url or '-'}")  # fmt: skip
@@ -259,7 +307,7 @@ def job_cmd(name: str, as_json: bool) -> None:
         if j.owners:
             out.print(f"  owners: {', '.join(o for o in j.owners if o)}")
         if r and r.error_message:
-            out.print(f"  error: {r.error_message}", markup=False)
+            out.print(f"  error: {r.error_type or r.error_message}", markup=False)
 
     emit(job, as_json, render)
 
@@ -291,7 +339,9 @@ def stats_cmd(as_json: bool) -> None:
 @click.option("--trace", is_flag=True, help="Print the stack traces too.")
 @json_option
 def failures_cmd(limit: int, trace: bool, as_json: bool) -> None:
-    """Recent failed runs with their error messages and downstream impact."""
+    """Recent failed runs: the error and its exception line, the failing run's git commit,
+    whether a later run fixed it ("fixed by run X at T") or it is current, and what it blocked
+    and left stale at the time."""
     failures = run_workbench(lambda wb: wb.lineage.get_recent_failures(limit))
 
     def render(f: Any) -> None:
@@ -299,140 +349,43 @@ def failures_cmd(limit: int, trace: bool, as_json: bool) -> None:
         if not f.runs:
             out.print("[green]no failed runs[/]")
         for r in f.runs:
-            when = r.ended_at.isoformat(timespec="seconds") if r.ended_at else "?"
-            out.print(f"[red]FAIL[/] {when}  [bold]{r.job}[/]  downstream {r.downstream}")
-            out.print(f"    {r.error_message or '(no error message)'}", markup=False)
+            when = f"{r.ended_at:%Y-%m-%d %H:%M:%S}" if r.ended_at else "?"
+            if r.resolved:
+                fixed = f"{r.fixed_at:%Y-%m-%d %H:%M}" if r.fixed_at else "?"
+                status = f"[green]fixed by run {r.fixed_by_run_id} at {fixed}[/]"
+            else:
+                status = "[red]current[/]" if r.resolved is False else ""
+            out.print(f"[red]FAIL[/] {when}  [bold]{r.job}[/]  {status}", highlight=False)
+            out.print(f"    {r.error_type or r.error_message or '(no error message)'}",
+                      markup=False, highlight=False)  # fmt: skip
+            if r.git_sha:
+                branch = f" ({r.git_branch})" if r.git_branch else ""
+                out.print(f"    [magenta]git {r.git_sha[:12]}{branch}[/]")
+            out.print(f"    {_impact_line(r)}", highlight=False)
             if trace and r.stack_trace:
                 out.print(r.stack_trace, markup=False)
 
     emit(failures, as_json, render)
 
 
-@lineage_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@json_option
-def import_cmd(file: Path, as_json: bool) -> None:
-    """Import an OpenLineage file-transport log (one JSON event per line)."""
-    report = run_workbench(lambda wb: wb.lineage.import_file(file))
-
-    def render(r: Any) -> None:
-        out = console()
-        out.print(f"{r.lines} event(s): [green]stored {r.stored}[/]  duplicates {r.duplicates}"
-                  f"  [red]rejected {r.rejected}[/]")  # fmt: skip
-        for err in r.errors:
-            out.print(f"  [red]{err}[/]", markup=True, highlight=False)
-
-    emit(report, as_json, render)
-    if report.rejected:
-        raise SystemExit(2)
-
-
-def _git_value(repo: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-GIT_SETTINGS = (
-    ("OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__REPO_URL", "config --get remote.origin.url"),
-    ("OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__VERSION", "rev-parse HEAD"),
-    ("OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__BRANCH", "rev-parse --abbrev-ref HEAD"),
-    ("OPENLINEAGE__TAGS__JOB__GIT_SHA", "rev-parse --short=12 HEAD"),
-    ("OPENLINEAGE__TAGS__JOB__GIT_BRANCH", "rev-parse --abbrev-ref HEAD"),
-)
-
-
-def facet_settings(
-    url: str, namespace: str, timeout: float, with_token: bool, repo: Path | None
-) -> dict[str, str]:
-    """Environment settings for Airflow's OpenLineage provider (values are shell words)."""
-    transport: dict[str, Any] = {
-        "type": "http",
-        "url": url,
-        "endpoint": "api/v1/lineage",
-        "timeout": timeout,
-        "retry": {"total": 0, "connect": 0, "read": 0, "status": 0},
-    }
-    if with_token:
-        transport["auth"] = {"type": "api_key", "apiKey": "${QWB_LINEAGE_SERVE_TOKEN}"}
-        text = json.dumps(transport, separators=(",", ":"))
-        transport_word = '"' + text.replace('"', '\\"') + '"'  # double quotes: $VAR expands
-    else:
-        transport_word = shlex.quote(json.dumps(transport, separators=(",", ":")))
-    settings = {
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": transport_word,
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": shlex.quote(namespace),
-        "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__DISABLED": "false",
-    }
-    if repo is not None:
-        from core.redaction import redact
-
-        sha = _git_value(repo, "rev-parse", "HEAD")
-        branch = _git_value(repo, "rev-parse", "--abbrev-ref", "HEAD")
-        origin = _git_value(repo, "config", "--get", "remote.origin.url")
-        if sha is None:
-            fail(f"{repo} is not a git work tree (git rev-parse HEAD failed)")
-        values = {
-            "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__REPO_URL": redact(origin)
-            if origin
-            else None,
-            "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__VERSION": sha,
-            "OPENLINEAGE__FACETS__SOURCE_CODE_LOCATION__BRANCH": branch,
-            "OPENLINEAGE__TAGS__JOB__GIT_SHA": sha[:12] if sha else None,
-            "OPENLINEAGE__TAGS__JOB__GIT_BRANCH": branch,
-        }
-        settings.update({k: shlex.quote(v) for k, v in values.items() if v})
-    else:
-        git = 'git -C "$DAGS_REPO"'
-        for key, args in GIT_SETTINGS:
-            settings[key] = f'"$({git} {args})"'
-    return settings
-
-
-@lineage_group.command("facets")
-@click.option(
-    "--url", default=None, help="Where qwb serve listens (default: from lineage.serve_*)."
-)
-@click.option("--namespace", "-n", default=None, help="OpenLineage namespace (lineage.namespace).")
-@click.option("--timeout", type=click.FloatRange(0.1, 30), default=2.0, show_default=True,
-              help="HTTP timeout of each event POST, seconds.")  # fmt: skip
-@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The DAGs' git work tree: print its SHA/branch, not $(git …).")  # fmt: skip
-@json_option
-def facets_cmd(
-    url: str | None, namespace: str | None, timeout: float, repo: Path | None, as_json: bool
-) -> None:
-    """Print the environment that makes Airflow send OpenLineage events to qwb serve.
-
-    Short timeout and no retries (a dead receiver must not slow DAGs down), git SHA and branch
-    as the job's sourceCodeLocation facet and as job tags. Put the lines in the environment of
-    the Airflow scheduler, workers and triggerer (they are valid shell `export` lines).
-    """
-    config = get_config()
-    if url is None:
-        host = config.get("lineage.serve_host")
-        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        url = f"http://{host}:{config.get('lineage.serve_port')}"
-    with_token = bool(config.get("lineage.serve_token"))
-    settings = facet_settings(
-        url, namespace or config.get("lineage.namespace"), timeout, with_token, repo
-    )
-    if as_json:
-        click.echo(json.dumps({"env": settings, "token_env": with_token}, indent=2))
-        return
-    click.echo("# OpenLineage for Airflow -> qwb serve (apache-airflow-providers-openlineage)")
-    click.echo("# Short timeout, no retries: a receiver that is down costs each task ~1 timeout.")
-    if with_token:
-        click.echo("# lineage.serve_token is set: export QWB_LINEAGE_SERVE_TOKEN first.")
-    if repo is None:
-        click.echo("# Set DAGS_REPO to the DAGs' git work tree, or better, set the values from")
-        click.echo("# your deploy step (the worker's CWD is not a reliable git checkout).")
-    for key, value in settings.items():
-        click.echo(f"export {key}={value}")
+def _impact_line(run: Any) -> str:
+    """What a failure blocked and left stale, as of the failure (or recomputed now)."""
+    impact = run.impact or {}
+    if not impact:
+        return f"downstream {run.downstream}"
+    parts = []
+    blocked = impact.get("blocked") or []
+    if blocked:
+        parts.append(f"blocked {len(blocked)} task(s): {', '.join(blocked[:5])}")
+    if impact.get("datasets"):
+        parts.append(f"{impact['datasets']} dataset(s) left stale")
+    if impact.get("other_dags"):
+        parts.append(f"other DAGs: {', '.join(impact['other_dags'])}")
+    if impact.get("severity"):
+        parts.append(f"severity {impact['severity']}")
+    when = "then" if run.impact_as_of == "failure" else "recomputed now"
+    head = f"downstream {run.downstream} ({when})"
+    return f"{head}: " + "; ".join(parts) if parts else head
 
 
 def is_loopback(host: str) -> bool:
@@ -470,17 +423,18 @@ def serve_cmd(
             "--insecure-no-token on a trusted network"
         )
     _preflight(config, host, port)
-    import uvicorn
-
     from app.http import create_app
+    from app.serve_run import run_server
 
     app = create_app(config, token=token, max_body=int(max_body_mb * 1024 * 1024))
     click.secho(
         f"qwb serve on http://{host}:{port}  token {'required' if token else 'not required'}",
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False,
-                proxy_headers=False, timeout_graceful_shutdown=5)  # fmt: skip
+    stopped_by = run_server(app, host, port, log_level="info", server_header=False,
+                            proxy_headers=False, timeout_graceful_shutdown=5)  # fmt: skip
+    if stopped_by:
+        click.secho(f"qwb serve stopped ({stopped_by})", err=True)
 
 
 def _preflight(config: Any, host: str, port: int) -> None:
@@ -498,3 +452,9 @@ def _preflight(config: Any, host: str, port: int) -> None:
         await db.close()
 
     run_async(check())
+
+
+from app.cli_lineage_kit import facets_cmd, import_cmd  # noqa: E402
+
+lineage_group.add_command(facets_cmd)
+lineage_group.add_command(import_cmd)

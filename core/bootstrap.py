@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -495,11 +496,15 @@ class Bootstrapper:
                 probes.append(Probe(query[:300], r["source_key"], r["doc_type"], "auto"))
         return probes
 
-    async def health(self, kinds: Sequence[str] = ()) -> HealthReport:
+    async def health(self, kinds: Sequence[str] = (), *, full: bool = False) -> HealthReport:
+        """The health check; an unchanged store reuses its last healthy result for
+        bootstrap.health_reuse_days unless `full`."""
         checker = HealthChecker(self.db, self.rag, self.wb.embedder, self.config)
-        return await checker.check(
+        days = 0.0 if full else float(self.config.get("bootstrap.health_reuse_days") or 0)
+        return await checker.check_or_reuse(
             extra_probes=await self.auto_probes(kinds),
             expect_types=[KIND_TYPES[k] for k in kinds if k in KIND_TYPES],
+            reuse_for=timedelta(days=max(days, 0.0)),
         )
 
     async def _sources_kinds(self, sources: BootstrapSources) -> list[str]:
@@ -510,11 +515,11 @@ class Bootstrapper:
             kinds.append("docs")
         return kinds
 
-    async def check(self) -> HealthReport:
+    async def check(self, *, full: bool = False) -> HealthReport:
         """Health of the store, with auto probes for the last run's sources."""
         sources = await self.remembered_sources()
         kinds = await self._sources_kinds(sources) if sources else []
-        return await self.health(kinds)
+        return await self.health(kinds, full=full)
 
     # ---------------------------------------------------------------- runs
     async def run(

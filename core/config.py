@@ -120,6 +120,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "auto_probes": 2,  # built-in probes per ingested source kind (from document titles)
         "vector_samples": 3,  # stored chunks re-embedded to check the vectors' model
         "watch_interval": 10.0,  # seconds between scans of `bootstrap --watch`
+        # a health check of an unchanged store reuses the last healthy result for this many
+        # days (no model load, no re-embedding); 0 = always run every check
+        "health_reuse_days": 7.0,
     },
 }
 

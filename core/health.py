@@ -8,9 +8,11 @@ the source key, or a glob when it has * or ?) must come back in the top k of a h
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ REQUIRED_INDEXES: dict[str, str] = {
     "rag_chunks_tsv_idx": "CREATE INDEX rag_chunks_tsv_idx ON rag_chunks USING gin (tsv)",
 }
 VECTOR_MATCH_MIN = 0.99  # a stored vector vs the same text re-embedded now
+LAST_HEALTHY_KEY = "health_last_healthy"  # store_meta: {fingerprint, report} of the last one
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,22 @@ class HealthReport:
     vector_check: dict[str, Any]
     probes: list[ProbeResult] = field(default_factory=list)
     checked_at: str = ""
+    # When the store had not changed since the last healthy check: that check's time (its
+    # result is reused; the model was not loaded and nothing was re-embedded).
+    reused_from: str | None = None
 
     @property
     def healthy(self) -> bool:
         return self.status == "healthy"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HealthReport:
+        probes = []
+        for p in data.get("probes") or []:
+            probe = Probe(p["query"], p["expect_source"], p.get("doc_type"), p.get("origin", ""))
+            probes.append(ProbeResult(probe, p["passed"], p.get("rank"), p.get("top_sources", [])))
+        fields_ = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields_, "probes": probes})
 
     @property
     def exit_code(self) -> int:
@@ -192,6 +207,73 @@ class HealthChecker:
             rank = next((i for i, s in enumerate(sources, start=1) if probe.matches(s)), None)
             results.append(ProbeResult(probe, rank is not None, rank, sources))
         return results
+
+    async def fingerprint(self, probes: Sequence[Probe], expect_types: Iterable[str]) -> str:
+        """A digest of everything the checks look at: the documents and chunks (counts, and the
+        transaction ids that last wrote them), the models, the schema, the indexes and the
+        probes. Equal digests: the checks would find what they found last time."""
+        # xmin changes with every insert or update of a row (a re-embedded vector, a relabelled
+        # model), so its sum over the rows is a cheap "nothing was written" test.
+        row = await self.db.fetchone(
+            """SELECT d.n AS documents, d.x AS documents_xmin, d.declared AS declared_chunks,
+                      c.n AS chunks, c.x AS chunks_xmin, c.models AS chunk_models,
+                      (SELECT value FROM store_meta WHERE key = 'embedding_model') AS model,
+                      (SELECT count(*) FROM schema_migrations) AS migrations
+                 FROM (SELECT count(*) AS n, sum(xmin::text::bigint) AS x,
+                              sum(chunk_count) AS declared FROM rag_documents) d,
+                      (SELECT count(*) AS n, sum(xmin::text::bigint) AS x,
+                              string_agg(DISTINCT embedding_model, ',') AS models
+                         FROM rag_chunks) c"""
+        )
+        state = {
+            "store": row,
+            "indexes": await self.index_status(),
+            "configured_model": self.embedder.model_name,
+            "top_k": self.top_k,
+            "vector_samples": self.vector_samples,
+            "probes": sorted(json.dumps(p.to_dict(), sort_keys=True) for p in probes),
+            "expect_types": sorted(set(expect_types)),
+        }
+        text = json.dumps(state, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    async def check_or_reuse(
+        self,
+        *,
+        extra_probes: Sequence[Probe] = (),
+        expect_types: Iterable[str] = (),
+        reuse_for: timedelta = timedelta(0),
+    ) -> HealthReport:
+        """`check`, unless nothing the checks look at changed since a healthy check less than
+        `reuse_for` ago: then that result, with `reused_from` set. A degraded store is always
+        checked in full (and forgets the last healthy result)."""
+        expect_types = list(expect_types)
+        probes = [*self.config_probes, *extra_probes]
+        digest = await self.fingerprint(probes, expect_types)
+        saved = await self.db.fetchone(
+            "SELECT value FROM store_meta WHERE key = %s", (LAST_HEALTHY_KEY,)
+        )
+        if saved is not None and reuse_for > timedelta(0):
+            try:
+                last = json.loads(saved["value"])
+                checked = datetime.fromisoformat(last["report"]["checked_at"])
+                if last["fingerprint"] == digest and datetime.now(UTC) - checked < reuse_for:
+                    report = HealthReport.from_dict(last["report"])
+                    return HealthReport(**{**report.__dict__, "reused_from": report.checked_at})
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable: check in full and overwrite it
+        report = await self.check(extra_probes=extra_probes, expect_types=expect_types)
+        async with self.db.connection() as conn:
+            if report.healthy:
+                value = json.dumps({"fingerprint": digest, "report": report.to_dict()})
+                await conn.execute(
+                    """INSERT INTO store_meta (key, value) VALUES (%s, %s)
+                       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
+                    (LAST_HEALTHY_KEY, value),
+                )
+            else:
+                await conn.execute("DELETE FROM store_meta WHERE key = %s", (LAST_HEALTHY_KEY,))
+        return report
 
     async def check(
         self,

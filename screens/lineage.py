@@ -122,6 +122,10 @@ def job_markdown(job: Any) -> str:
     lines = [f"### job {job.name}", ""]
     where = f"DAG `{job.dag_id}`" + (f" task `{job.task_id}`" if job.task_id else "")
     lines.append(f"{where if job.dag_id else job.namespace} · latest run {_run(job.latest_run)}")
+    if job.dag_run is not None:
+        lines += ["", f"in the latest DAG run: **{job.current_state or 'not run yet'}**"]
+    if job.note:
+        lines += ["", f"_{job.note}_"]
     lines.append("")
     lines.append(_git(job.source, job.git_sha, job.git_branch))
     if job.latest_run and job.latest_run.error_message:
@@ -139,10 +143,11 @@ def dag_markdown(dag: Any) -> str:
     if dag.dag_run and dag.dag_run.error_message:
         lines += _error_block(dag.dag_run.error_message)
     lines += ["", "| task | state | error |", "|---|---|---|"]
-    for t in dag.tasks:
+    for t in dag.tasks:  # states judged against the latest DAG run
         run = t.latest_run
         error = " ".join((run.error_message or "").split())[:80] if run else ""
-        lines.append(f"| {t.task_id or t.name} | {run.state if run else '—'} | {error} |")
+        error = f"(older run) {error}" if error and t.older_run else error
+        lines.append(f"| {t.task_id or t.name} | {t.current_state or '—'} | {error} |")
     for title, links in (("upstream", dag.upstream_dags), ("downstream", dag.downstream_dags)):
         if links:
             names = ", ".join(f"{link.dag_id} (+{link.hops})" for link in links)
@@ -152,8 +157,10 @@ def dag_markdown(dag: Any) -> str:
 
 def dataset_markdown(ds: Any) -> str:
     lines = [f"### dataset {ds.name}", "", f"`{ds.node_id}` · status **{ds.status}**", ""]
+    if getattr(ds, "status_reason", None):
+        lines += [f"_{ds.status_reason}_", ""]
     for title, jobs in (("produced by", ds.producers), ("read by", ds.consumers)):
-        names = ", ".join(f"{j.name} ({j.latest_run.state if j.latest_run else '—'})" for j in jobs)
+        names = ", ".join(f"{j.name} ({j.current_state or '—'})" for j in jobs)
         lines.append(f"{title}: {names or 'nothing known'}")
     return "\n".join(lines)
 
@@ -177,9 +184,11 @@ def blast_markdown(radius: Any) -> str:
         if run:
             lines += _error_block(run.error_message)
     lines += ["", "| hops | node | impact | state |", "|---|---|---|---|"]
-    for n in sorted((*radius.jobs, *radius.datasets), key=lambda n: (n.hops, n.node_id)):
+    nodes = (*radius.jobs, *radius.datasets)
+    for n in sorted(nodes, key=lambda n: (n.hops is None, n.hops or 0, n.node_id)):
         label = n.task_id or short_name(n.name)
-        lines.append(f"| {n.hops} | {n.type} {label} | {n.impact} | {n.state or ''} |")
+        hops = "?" if n.hops is None else n.hops
+        lines.append(f"| {hops} | {n.type} {label} | {n.impact} | {n.state or ''} |")
     return "\n".join(lines)
 
 

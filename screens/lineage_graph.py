@@ -11,7 +11,8 @@ from typing import Any
 from textual.widgets import Tree
 
 FAILED_STATES = ("FAIL", "ABORT")
-STATE_GLYPH = {"COMPLETE": "✓", "FAIL": "✗", "ABORT": "✗", "START": "▶", "RUNNING": "▶"}
+STATE_GLYPH = {"COMPLETE": "✓", "FAIL": "✗", "ABORT": "✗", "START": "▶", "RUNNING": "▶",
+               "UPSTREAM_FAILED": "⊘", "SKIPPED": "↷"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,8 @@ def model_from_dag(dag: Any) -> GraphModel:
     """A DagLineage: its tasks, the datasets they read and write, task dependencies."""
     model = GraphModel(center=f"dag:{dag.dag_id}")
     for t in dag.tasks:
-        state = t.latest_run.state if t.latest_run else None
-        model.add(GNode(t.node_id, "job", t.task_id or t.name, state=state))
+        # judged against the DAG's latest run (an upstream_failed task has no run of its own)
+        model.add(GNode(t.node_id, "job", t.task_id or t.name, state=t.current_state))
         for d in (*t.inputs, *t.outputs):
             model.add(GNode(d, "dataset", short_name(d.split(":", 2)[-1])))
     for t in dag.tasks:

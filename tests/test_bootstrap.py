@@ -196,6 +196,29 @@ async def test_health_passes_after_bootstrap(first_run: Any) -> None:
     assert all(p.passed for p in health.probes)
 
 
+async def test_an_unchanged_store_reuses_its_last_healthy_check(
+    workbench: Any, first_run: Any
+) -> None:
+    """The daily health task on a store nothing wrote to: the last healthy result, without
+    loading the model or re-embedding; any write makes the next check a full one."""
+    boot = Bootstrapper(workbench)
+    full = await boot.check(full=True)
+    assert full.healthy and full.reused_from is None and full.vector_check["sampled"] == 3
+    before = workbench.embedder.texts_embedded
+    again = await boot.check()
+    assert again.healthy and again.reused_from == full.checked_at
+    assert again.to_dict()["probes"] == full.to_dict()["probes"]
+    assert workbench.embedder.texts_embedded == before  # no vector re-embedded
+    async with workbench.db.connection() as conn:  # any write to the documents
+        await conn.execute(
+            "UPDATE rag_documents SET title = title WHERE id = (SELECT min(id::text)::uuid"
+            " FROM rag_documents)"
+        )
+    changed = await boot.check()
+    assert changed.healthy and changed.reused_from is None
+    assert workbench.embedder.texts_embedded > before
+
+
 async def test_second_run_embeds_nothing(workbench: Any, tree: Path, first_run: Any) -> None:
     before = workbench.embedder.texts_embedded
     again = await Bootstrapper(workbench).run(_sources(tree), health=False)
@@ -383,7 +406,7 @@ def _env_file(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
+            key, _, value = line.removeprefix("export ").partition("=")
             out[key.strip()] = value.strip().strip("'")
     return out
 
@@ -414,24 +437,7 @@ def test_openlineage_env_is_a_valid_transport_for_qwb_serve() -> None:
     assert with_auth.auth.get_bearer() == "Bearer t0k"  # what `qwb serve` checks
 
 
-def test_openlineage_env_matches_qwb_lineage_facets(tmp_path: Path) -> None:
-    """The kit's file carries every setting `qwb lineage facets` prints, with the same
-    transport; only the git values are placeholders."""
-    import shlex
-
-    from app.cli_lineage import facet_settings
-
-    defaults = make_config()
-    url = f"http://127.0.0.1:{defaults.get('lineage.serve_port')}"
-    printed = facet_settings(url, defaults.get("lineage.namespace"), 2.0, False, None)
-    env = _env_file(AIRFLOW_KIT / "openlineage.env")
-    assert set(printed) <= set(env)
-    transport = shlex.split(printed["AIRFLOW__OPENLINEAGE__TRANSPORT"])[0]
-    assert json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"]) == json.loads(transport)
-    assert (
-        env["AIRFLOW__OPENLINEAGE__NAMESPACE"]
-        == shlex.split(printed["AIRFLOW__OPENLINEAGE__NAMESPACE"])[0]
-    )
+# openlineage.env == `qwb lineage facets`: tests/test_lineage_kit.py
 
 
 async def test_git_run_facet_reaches_the_lineage_store(

@@ -146,12 +146,13 @@ def test_invalid_events_are_rejected_with_a_reason(event: Any, reason: str) -> N
     assert isinstance(info.value, InputError)
 
 
-def test_not_json_and_nan_are_rejected() -> None:
+def test_not_json_is_rejected_and_nan_is_stored_as_null() -> None:
     with pytest.raises(InvalidEvent, match="not valid JSON"):
         parse_event_bytes(b"{not json")
     body = json.dumps(_base()).replace('"try_number": 1', '"try_number": NaN')
-    with pytest.raises(InvalidEvent, match="not valid JSON"):
-        parse_event_bytes(body)
+    ev = parse_event_bytes(body)  # the rest of the event is kept; jsonb cannot hold NaN
+    assert ev.raw["run"]["facets"]["airflow"]["taskInstance"]["try_number"] is None
+    assert ev.normalised == ("run.facets.airflow.taskInstance.try_number",)
 
 
 def test_job_and_dataset_events_are_accepted() -> None:

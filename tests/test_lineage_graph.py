@@ -119,7 +119,10 @@ async def test_cross_dag_blast_radius_is_high(svc: LineageService) -> None:
     assert [n.impact for n in radius.jobs] == ["will_not_run", "stale_input", "stale_input"]
     assert radius.jobs[0].edge_kinds == ("task_dep",)
     assert radius.jobs[1].edge_kinds == ("consumed_by",)
-    assert "Impact crosses DAGs: ml, report" in radius.recommendation
+    assert "Impact crosses DAGs: ml reads mart.report; report reads lake.clean" in (
+        radius.recommendation
+    )  # what each really reads, not the datasets one hop from the failure
+    assert radius.other_dag_reads == {"ml": (ds("mart.report"),), "report": (ds("lake.clean"),)}
     assert not radius.seeds_failed  # a did not fail: this is what a failure would reach
     assert radius.recommendation.startswith("No task of ingest has failed")
 

@@ -152,7 +152,12 @@ async def test_git_sha_and_branch_of_the_job_are_shown(svc: LineageService) -> N
     assert load.latest_run.error_message == "simulated load failure"
 
 
+LATER_DAG_RUN = "01a20e6c-1ba3-7ad4-b355-72fb5742415c"  # the one transform's START belongs to
+
+
 async def test_dag_lineage(svc: LineageService) -> None:
+    """The replay holds a FAIL DAG run (load failed) and the START of transform in a later DAG
+    run, with no other event of it: that later run is the latest, still going."""
     dag = await svc.get_dag_lineage("wb_demo")
     assert [t.task_id for t in dag.tasks] == ["extract", "transform", "load", "notify"]
     tasks = {t.task_id: t for t in dag.tasks}
@@ -161,9 +166,15 @@ async def test_dag_lineage(svc: LineageService) -> None:
     assert tasks["extract"].latest_run and tasks["extract"].latest_run.state == "COMPLETE"
     assert tasks["load"].latest_run and tasks["load"].latest_run.state == "FAIL"
     assert tasks["notify"].latest_run is None  # upstream_failed: Airflow sent nothing for it
-    assert (
-        dag.dag_run and dag.dag_run.state == "FAIL" and dag.dag_run.error_message == "task_failure"
-    )
+    assert dag.dag_run and dag.dag_run.run_id == LATER_DAG_RUN and dag.dag_run.state == "RUNNING"
+    assert {t.task_id: t.current_state for t in dag.tasks} == {
+        "extract": None,
+        "transform": "START",
+        "load": None,
+        "notify": None,
+    }
+    assert "no state in the latest DAG run" in (tasks["load"].note or "")
+    assert tasks["load"].older_run and not tasks["transform"].older_run
     assert dag.source and dag.source.version == SHA and dag.source.branch == "feature/lineage"
     assert set(dag.datasets) == {RAW, CLEAN}
     assert [(e.origin, e.destination) for e in dag.task_edges] == [
@@ -178,7 +189,12 @@ async def test_dag_lineage(svc: LineageService) -> None:
 async def test_blast_radius_of_the_failed_dag_starts_at_the_failed_task(
     svc: LineageService,
 ) -> None:
-    radius = await svc.get_failure_blast_radius("wb_demo")
+    latest = await svc.get_failure_blast_radius("wb_demo")  # the later DAG run has no failure
+    assert not latest.seeds_failed and latest.dag_run and latest.dag_run.run_id == LATER_DAG_RUN
+    load = await svc.get_job("wb_demo.load")
+    assert load.latest_run is not None
+    radius = await svc.local.blast_radius_of_run(load.latest_run.run_id)
+    assert radius is not None and radius.dag_run and radius.dag_run.state == "FAIL"
     assert [s.task_id for s in radius.seeds] == ["load"] and radius.seeds_failed
     assert [(n.node_id, n.hops) for n in radius.jobs] == [(job("notify"), 1)]
     assert radius.datasets == () and radius.severity == "medium"
@@ -197,7 +213,7 @@ async def test_dataset_lineage_and_name_resolution(svc: LineageService) -> None:
     assert [c.node_id for c in clean.consumers] == [job("load")]
     raw = await svc.get_dataset_lineage(RAW)
     assert [p.node_id for p in raw.producers] == [job("extract")]
-    assert raw.status == "fresh"  # extract's latest run completed
+    assert raw.status == "updating"  # the latest DAG run is going and has not reached extract
     assert (await svc.get_lineage_graph("transform", direction="down")).center == job("transform")
     with pytest.raises(NotFoundError):
         await svc.get_dataset_lineage("missing.csv")

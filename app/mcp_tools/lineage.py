@@ -24,7 +24,10 @@ Namespace = Annotated[
 
 
 def _state(job: Any) -> str:
-    return job.latest_run.state if job.latest_run else "no runs"
+    """The state judged against the latest DAG run (else the latest run's)."""
+    if job.current_state:
+        return job.current_state
+    return "not run yet in the latest DAG run" if job.dag_run else "no runs"
 
 
 def _clip(text: str | None, n: int = 200) -> str:
@@ -46,7 +49,9 @@ async def get_dag_lineage(wb: Any, ctx: ToolContext, args: DagLineageArgs) -> To
     ran from, and the DAGs upstream and downstream of it through shared datasets. Use it to
     understand what a pipeline reads and writes before changing it."""
     dag = await wb.lineage.get_dag_lineage(args.dag_id, args.depth, args.namespace)
-    run = f"latest run {dag.dag_run.state}" if dag.dag_run else "no DAG run recorded"
+    run = f"latest DAG run {dag.dag_run.state}" if dag.dag_run else "no DAG run recorded"
+    if dag.dag_run and dag.dag_run.git_sha:
+        run += f" @ {dag.dag_run.git_sha[:12]}"
     lines = [f"DAG {dag.dag_id} ({dag.namespace}): {len(dag.tasks)} task(s), {run}"]
     for job in dag.tasks[: SHOWN * 2]:
         io = []
@@ -56,8 +61,12 @@ async def get_dag_lineage(wb: Any, ctx: ToolContext, args: DagLineageArgs) -> To
             io.append("writes " + ", ".join(job.outputs))
         git = f" @ {job.git_sha[:12]}" if job.git_sha else ""
         lines.append(f"- {job.task_id or job.name} [{_state(job)}]{git} " + "; ".join(io))
-        if job.latest_run and job.latest_run.error_message:
-            lines.append(f"  error: {_clip(job.latest_run.error_message)}")
+        if job.note:
+            lines.append(f"  ({_clip(job.note)})")
+        run = job.latest_run
+        if run and run.error_message:
+            label = "last error (older run)" if job.older_run else "error"
+            lines.append(f"  {label}: {_clip(run.error_type or run.error_message)}")
     for label, links in (("upstream", dag.upstream_dags), ("downstream", dag.downstream_dags)):
         if links:
             lines.append(
@@ -92,7 +101,9 @@ async def get_failure_blast_radius(wb: Any, ctx: ToolContext, args: BlastRadiusA
         f"dataset(s) downstream of {seeds}"
     ]
     for node in (*radius.jobs, *radius.datasets)[:SHOWN]:
-        lines.append(f"- {node.node_id} ({node.impact}, {node.hops} hop(s))")
+        hops = "place unknown" if node.hops is None else f"{node.hops} hop(s)"
+        state = f", {node.state}" if node.state else ""
+        lines.append(f"- {node.node_id} ({node.impact}, {hops}{state})")
     if radius.other_dags:
         lines.append("other DAGs affected: " + ", ".join(radius.other_dags))
     lines.append(radius.recommendation)
@@ -113,14 +124,17 @@ class DatasetArgs(ToolArgs):
 async def get_dataset_lineage(wb: Any, ctx: ToolContext, args: DatasetArgs) -> ToolResult:
     """Show which tasks produce and which consume a dataset (a file, table or bucket path seen
     in OpenLineage events), and whether it is fresh or stale according to its producers' latest
-    runs. Use it to find who writes a file a failing task reads."""
+    runs. Use it to find who writes a file a failing task reads. Freshness is judged against
+    the latest run of each producer's DAG: a producer that failed or was upstream_failed there
+    leaves it stale, and the reason says which."""
     ds = await wb.lineage.get_dataset_lineage(args.name)
 
     def names(jobs: Any) -> str:
         return ", ".join(f"{j.node_id} ({_state(j)})" for j in jobs) or "none recorded"
 
+    reason = f" ({ds.status_reason})" if ds.status_reason else ""
     text = (
-        f"{ds.node_id}: {ds.status}\nproduced by: {names(ds.producers)}\n"
+        f"{ds.node_id}: {ds.status}{reason}\nproduced by: {names(ds.producers)}\n"
         f"consumed by: {names(ds.consumers)}"
     )
     return ToolResult.of(ds.to_dict(), text)
@@ -186,14 +200,21 @@ class FailuresArgs(ToolArgs):
 
 @tool("get_recent_failures", FailuresArgs, title="Recent failed runs")
 async def get_recent_failures(wb: Any, ctx: ToolContext, args: FailuresArgs) -> ToolResult:
-    """List the latest failed task and DAG runs with their error messages and how many nodes lie
-    downstream of each (the size of their blast radius). Start here when asked what is broken;
+    """List the latest failed task and DAG runs: the error (with the exception type line), the
+    failing run's git commit, whether a later run fixed it (which run, when) or it is current,
+    and what it blocked and left stale at the time. Start here when asked what is broken;
     follow up with get_failure_blast_radius and search_similar_errors."""
     failures = await wb.lineage.get_recent_failures(args.limit)
     lines = [f"{len(failures.runs)} failed run(s)"]
     for r in failures.runs:
         when = f"{r.ended_at:%Y-%m-%d %H:%M}" if r.ended_at else "?"
-        lines.append(f"- {when} {r.job} ({r.downstream} downstream): {_clip(r.error_message)}")
+        fixed = f"{r.fixed_at:%Y-%m-%d %H:%M}" if r.fixed_at else "?"
+        status = f"fixed by run {r.fixed_by_run_id} at {fixed}" if r.resolved else "current"
+        git = f" @ {r.git_sha[:12]}" if r.git_sha else ""
+        lines.append(
+            f"- {when} {r.job}{git} [{status}] ({r.downstream} downstream then): "
+            f"{_clip(r.error_type or r.error_message)}"
+        )
     return ToolResult.of(failures.to_dict(), "\n".join(lines))
 
 

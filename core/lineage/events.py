@@ -20,6 +20,7 @@ from typing import Any
 
 from core.errors import InputError
 from core.lineage.nodes import dataset_node_id, job_node_id
+from core.lineage.normalise import json_constant, normalise_event
 
 EVENT_TYPES = ("START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER")
 TERMINAL_TYPES = frozenset({"COMPLETE", "ABORT", "FAIL"})
@@ -86,6 +87,7 @@ class LineageEvent:
     integration: str | None = None
     error_message: str | None = None
     stack_trace: str | None = None
+    normalised: tuple[str, ...] = ()  # fields whose numbers became strings (core.lineage.normalise)
 
     @property
     def has_io(self) -> bool:
@@ -271,6 +273,7 @@ def parse_event(obj: Any) -> LineageEvent:
     in it, names included, are redacted before anything is hashed or stored."""
     if not isinstance(obj, dict):
         raise InvalidEvent("an OpenLineage event must be a JSON object")
+    obj, normalised = normalise_event(obj)
     obj = redact_event(obj)
     event_time = parse_time(obj.get("eventTime"), "eventTime")
     producer = _require_str(obj, "producer", "event")
@@ -291,7 +294,7 @@ def parse_event(obj: Any) -> LineageEvent:
         )
         return LineageEvent(
             kind="dataset", event_time=event_time, event_type=None, producer=producer,
-            raw=raw, event_hash=event_hash(raw), dataset=ref,
+            raw=raw, event_hash=event_hash(raw), dataset=ref, normalised=normalised,
         )  # fmt: skip
 
     job = obj.get("job")
@@ -371,17 +374,14 @@ def parse_event(obj: Any) -> LineageEvent:
         integration=integration,
         error_message=_str_or_none(error.get("message")),
         stack_trace=_str_or_none(error.get("stackTrace")),
+        normalised=normalised,
     )
-
-
-def _reject_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
 def parse_event_bytes(data: bytes | str) -> LineageEvent:
     """Decode JSON text and parse it; not-JSON is an InvalidEvent too."""
     try:
-        obj = json.loads(data, parse_constant=_reject_constant)
+        obj = json.loads(data, parse_constant=json_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"the body is not valid JSON: {exc}") from None
     except RecursionError:

@@ -61,7 +61,11 @@ class RunInfo(_ToDict):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     error_message: str | None = None
-    parent_run_id: str | None = None
+    parent_run_id: str | None = None  # for an Airflow task: its DAG run
+    git_sha: str | None = None  # the run's own git facts (core.lineage.dagruns.run_git)
+    git_branch: str | None = None
+    git_source: str | None = None  # workbench_git | sourceCodeLocation | tags
+    error_type: str | None = None  # the exception line of the stack trace: "KeyError: 'x'"
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,19 @@ class JobInfo(_ToDict):
     outputs: tuple[str, ...] = ()
     upstream_tasks: tuple[str, ...] = ()  # job node ids (Airflow task dependencies)
     downstream_tasks: tuple[str, ...] = ()
-    latest_run: RunInfo | None = None
-    source: SourceLocation | None = None
+    latest_run: RunInfo | None = None  # the job's own latest run
+    source: SourceLocation | None = None  # git facts of the run `state` is about (see git_note)
     tags: tuple[dict[str, Any], ...] = ()
     owners: tuple[str, ...] = ()
     description: str | None = None
+    # Judged against the latest run of the job's DAG (core.lineage.dagruns): COMPLETE, FAIL, ...
+    # as the task's run there ended, or the Airflow state it had there (UPSTREAM_FAILED,
+    # SKIPPED, ...); None when it has no state there yet. Jobs outside a DAG: latest_run.state.
+    state: str | None = None
+    dag_run: RunInfo | None = None  # the latest run of the job's DAG (Airflow tasks and DAGs)
+    older_run: bool = False  # latest_run is from an older DAG run than dag_run
+    note: str | None = None  # says where an answer comes from when it is not the latest run
+    git_note: str | None = None  # when the git facts are not the latest run's own
 
     @property
     def git_sha(self) -> str | None:
@@ -94,10 +106,19 @@ class JobInfo(_ToDict):
             (t.get("value") for t in self.tags if t.get("key") == "git_branch"), None
         )
 
+    @property
+    def current_state(self) -> str | None:
+        """The state judged against its DAG's latest run (None: no state there yet); for jobs
+        outside a DAG, or from a backend that judges nothing, the latest run's."""
+        if self.dag_run is not None:
+            return self.state
+        return self.state or (self.latest_run.state if self.latest_run else None)
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["git_sha"] = self.git_sha
         out["git_branch"] = self.git_branch
+        out["state"] = self.current_state
         return out
 
 
@@ -251,12 +272,13 @@ class ImpactedNode(_ToDict):
     type: str  # "job" | "dataset"
     namespace: str
     name: str
-    hops: int
+    hops: int | None  # None: a task its DAG run marked upstream_failed whose place is unknown
     edge_kinds: tuple[str, ...]
-    impact: str  # will_not_run | stale_input | stale
+    impact: str  # will_not_run | stale_input | stale | at_risk
     dag_id: str | None = None
     task_id: str | None = None
-    state: str | None = None
+    state: str | None = None  # jobs: judged state; datasets: fresh | stale | updating | unknown
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +295,9 @@ class BlastRadius(_ToDict):
     severity: str  # none | low | medium | high
     recommendation: str
     lineage_source: str = "embedded"
+    dag_run: RunInfo | None = None  # the DAG run the states are judged against
+    other_dag_reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dag -> datasets
+    unknown_outputs: tuple[str, ...] = ()  # blocked tasks that never ran: outputs unknown
 
     @property
     def total(self) -> int:
@@ -281,7 +306,8 @@ class BlastRadius(_ToDict):
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["total"] = self.total
-        out["max_hops"] = max((n.hops for n in (*self.jobs, *self.datasets)), default=0)
+        hops = [n.hops for n in (*self.jobs, *self.datasets) if n.hops is not None]
+        out["max_hops"] = max(hops, default=0)
         return out
 
 
@@ -292,9 +318,12 @@ class DatasetLineage(_ToDict):
     name: str
     producers: tuple[JobInfo, ...]
     consumers: tuple[JobInfo, ...]
-    status: str  # fresh | stale | unknown: from the latest runs of its producers
+    status: str  # fresh | stale | updating | unknown: judged against its producers' DAG runs
     facets: dict[str, Any] = field(default_factory=dict)
     lineage_source: str = "embedded"
+    status_reason: str | None = None  # which producer decided it, in which run
+    last_written_at: datetime | None = None  # the latest completed run of a producer
+    last_written_by: str | None = None  # that producer's job node id
 
 
 @dataclass(frozen=True)
@@ -324,7 +353,17 @@ class FailedRun(_ToDict):
     ended_at: datetime | None
     error_message: str | None
     stack_trace: str | None
-    downstream: int  # nodes reachable downstream of the job (blast radius size)
+    downstream: int  # nodes the failure blocked or left stale, as of the failing run
+    error_type: str | None = None  # the exception line: "KeyError: 'cust_id'"
+    git_sha: str | None = None  # the failing run's own
+    git_branch: str | None = None
+    dag_run_id: str | None = None
+    resolved: bool = False  # a later run of the same job completed
+    fixed_by_run_id: str | None = None  # the first one
+    fixed_at: datetime | None = None
+    fixed_by_dag_run_id: str | None = None
+    impact: dict[str, Any] | None = None  # jobs/datasets/other_dags/severity/blocked then
+    impact_as_of: str | None = None  # "failure": recorded then; "now": recomputed today
 
 
 @dataclass(frozen=True)
@@ -378,6 +417,7 @@ class IngestResult(_ToDict):
     event_type: str | None
     job: str | None  # job node id
     run_id: str | None
+    normalised: tuple[str, ...] = ()  # fields whose numbers were made strings (or NaN null)
 
 
 @dataclass(frozen=True)
@@ -388,6 +428,30 @@ class ImportReport(_ToDict):
     duplicates: int
     rejected: int
     errors: tuple[str, ...]  # "line N: reason", the first 50
+    normalised: int = 0  # events stored with numbers made strings (core.lineage.normalise)
+
+
+@dataclass(frozen=True)
+class ImportSummary(_ToDict):
+    """Several imported files: the totals and each file's report."""
+
+    files: tuple[ImportReport, ...]
+    lines: int
+    stored: int
+    duplicates: int
+    rejected: int
+    normalised: int
+
+    @classmethod
+    def of(cls, reports: list[ImportReport]) -> ImportSummary:
+        return cls(
+            files=tuple(reports),
+            lines=sum(r.lines for r in reports),
+            stored=sum(r.stored for r in reports),
+            duplicates=sum(r.duplicates for r in reports),
+            rejected=sum(r.rejected for r in reports),
+            normalised=sum(r.normalised for r in reports),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Read side of the embedded lineage store: graph walks and the answers built on them.
+"""Read side of the embedded lineage store: graph walks, job details, stats, node lists (the
+answers built on them are in core.lineage.answers).
 
 Every walk is one `WITH RECURSIVE … UNION` over the `ol_edges` relation with a depth cap: UNION
 deduplicates (node, depth) pairs, so the work is bounded by nodes × depth and never enumerates
@@ -11,17 +12,19 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from core.db import Database
 from core.errors import InputError, NotFoundError
+from core.lineage.answers import (  # noqa: F401 (DEFAULT_DEPTH, topo_order...: re-exported)
+    DEFAULT_DEPTH,
+    MAX_DEPTH,
+    LineageAnswers,
+    check_depth,
+    dataset_status,
+    judge_dataset,
+    topo_order,
+)
+from core.lineage.dagruns import RUN_COLUMNS, DagRunView, alive, judge_job, latest_dag_runs
 from core.lineage.models import (
-    BlastRadius,
-    DagLineage,
-    DagLink,
-    DatasetLineage,
     EventPage,
-    FailedRun,
-    FailureList,
-    ImpactedNode,
     JobInfo,
     LineageEdge,
     LineageGraph,
@@ -29,17 +32,11 @@ from core.lineage.models import (
     LineageStats,
     NodeList,
     NodeSummary,
-    RunInfo,
-    SourceLocation,
 )
 from core.lineage.nodes import NODE_TYPES, is_node_id, parse_node_id
-from core.lineage.severity import assess
 
-DEFAULT_DEPTH = 20
-MAX_DEPTH = 100
 DIRECTIONS = ("up", "down", "both")
 JOB_FACETS_SHOWN = ("sourceCodeLocation", "tags", "ownership", "documentation")
-MAX_STACK_CHARS = 4000
 MAX_NODES = 1000
 MAX_NODE_QUERY_CHARS = 500
 
@@ -48,12 +45,6 @@ _WALK = {
     "down": ("src", "dst"),
     "up": ("dst", "src"),
 }
-
-
-def check_depth(depth: int) -> int:
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
-        raise InputError(f"depth must be a whole number from 1 to {MAX_DEPTH}, got {depth!r}")
-    return depth
 
 
 def check_direction(direction: str) -> str:
@@ -152,52 +143,13 @@ def walk_sql(direction: str) -> str:
      ORDER BY b.hops, n.node_id"""
 
 
-def _run_info(row: dict[str, Any] | None) -> RunInfo | None:
-    if not row or row.get("run_id") is None:
-        return None
-    return RunInfo(
-        run_id=str(row["run_id"]),
-        state=row["state"],
-        started_at=row.get("started_at"),
-        ended_at=row.get("ended_at"),
-        error_message=row.get("error_message"),
-        parent_run_id=str(row["parent_run_id"]) if row.get("parent_run_id") else None,
-    )
-
-
-def _alive(facet: Any) -> bool:
-    return isinstance(facet, dict) and not facet.get("_deleted")
-
-
-def topo_order(jobs: list[JobInfo]) -> list[JobInfo]:
-    """Tasks in dependency order (Kahn), ties and cycles by name."""
-    by_id = {j.node_id: j for j in jobs}
-    indeg = {j.node_id: 0 for j in jobs}
-    for j in jobs:
-        for up in j.upstream_tasks:
-            if up in by_id:
-                indeg[j.node_id] += 1
-    ready = sorted(n for n, d in indeg.items() if d == 0)
-    out: list[str] = []
-    while ready:
-        node = ready.pop(0)
-        out.append(node)
-        for down in sorted(by_id[node].downstream_tasks):
-            if down in indeg and down not in out:
-                indeg[down] -= 1
-                if indeg[down] == 0:
-                    ready.append(down)
-                    ready.sort()
-    out += sorted(n for n in by_id if n not in out)
-    return [by_id[n] for n in out]
-
-
-class LineageQueries:
+class LineageQueries(LineageAnswers):
     """Queries over the embedded store. `namespace` is the default for bare names."""
 
     source = "embedded"
 
-    def __init__(self, db: Database, namespace: str | None = None) -> None:
+    def __init__(self, db: Any, namespace: str | None = None) -> None:
+        """`db`: a core.db.Database, or anything with its fetchall/fetchone (one connection)."""
         self.db = db
         self.namespace = namespace
 
@@ -345,13 +297,22 @@ class LineageQueries:
             edge_kinds=tuple(row.get("kinds") or ()),
             dag_id=row.get("dag_id"),
             task_id=row.get("task_id"),
-            state=job.latest_run.state if job and job.latest_run else None,
+            state=job.current_state if job else None,
             side=row.get("side"),
         )
 
     # -- job details ------------------------------------------------------------------------
 
-    async def job_infos(self, job_ids: list[int]) -> dict[int, JobInfo]:
+    async def job_infos(
+        self,
+        job_ids: list[int],
+        views: dict[tuple[str, str], DagRunView] | None = None,
+        *,
+        light: bool = False,
+    ) -> dict[int, JobInfo]:
+        """Details of jobs, their state judged against the latest run of their DAG (or the DAG
+        run in `views` for that DAG). `light`: without task dependencies, tags, owners and
+        description (what a blast radius does not show)."""
         if not job_ids:
             return {}
         params = {"ids": job_ids, "facets": list(JOB_FACETS_SHOWN)}
@@ -362,23 +323,28 @@ class LineageQueries:
                 WHERE io.job_id = ANY(%(ids)s) ORDER BY 3""",
             params,
         )
-        deps = await self.db.fetchall(
-            """SELECT DISTINCT dp.upstream_job_id AS up, dp.downstream_job_id AS down,
+        deps = (
+            []
+            if light
+            else await self.db.fetchall(
+                """SELECT DISTINCT dp.upstream_job_id AS up, dp.downstream_job_id AS down,
                       'job:' || u.namespace || ':' || u.name AS up_node,
                       'job:' || d.namespace || ':' || d.name AS down_node
                  FROM ol_job_deps dp
                  JOIN ol_jobs u ON u.id = dp.upstream_job_id
                  JOIN ol_jobs d ON d.id = dp.downstream_job_id
                 WHERE dp.upstream_job_id = ANY(%(ids)s) OR dp.downstream_job_id = ANY(%(ids)s)""",
-            params,
+                params,
+            )
         )
         runs = await self.db.fetchall(
-            """SELECT DISTINCT ON (job_id) job_id, run_id, state, started_at, ended_at,
-                      error_message, parent_run_id, facets->'workbench_git' AS git
+            f"""SELECT DISTINCT ON (job_id) {RUN_COLUMNS}
                  FROM ol_runs WHERE job_id = ANY(%(ids)s)
                 ORDER BY job_id, first_event_time DESC, run_id DESC""",
             params,
         )
+        if light:  # the repository URL still comes from sourceCodeLocation
+            params["facets"] = ["sourceCodeLocation"]
         facets = await self.db.fetchall(
             """SELECT job_id, name, facet FROM ol_job_facets
                 WHERE job_id = ANY(%(ids)s) AND name = ANY(%(facets)s)""",
@@ -396,18 +362,17 @@ class LineageQueries:
         latest = {r["job_id"]: r for r in runs}
         job_facets: dict[int, dict[str, Any]] = defaultdict(dict)
         for r in facets:
-            if _alive(r["facet"]):
+            if alive(r["facet"]):
                 job_facets[r["job_id"]][r["name"]] = r["facet"]
+        wanted = {(j["namespace"], j["dag_id"]) for j in jobs if j["dag_id"]}
+        views = dict(views or {})
+        missing = {k for k in wanted if k not in views}
+        views.update(await latest_dag_runs(self.db, missing))
         out: dict[int, JobInfo] = {}
         for j in jobs:
             f = job_facets[j["id"]]
-            run = latest.get(j["id"])
-            source = SourceLocation.from_facet(f.get("sourceCodeLocation"))
-            git = run.get("git") if run else None
-            if source is None and isinstance(git, dict) and git.get("git_sha"):
-                source = SourceLocation(
-                    type="git", version=git.get("git_sha"), branch=git.get("git_branch")
-                )
+            view = views.get((j["namespace"], j["dag_id"])) if j["dag_id"] else None
+            judged = judge_job(j, latest.get(j["id"]), view, f.get("sourceCodeLocation"))
             tags = (f.get("tags") or {}).get("tags") or []
             owners = (f.get("ownership") or {}).get("owners") or []
             out[j["id"]] = JobInfo(
@@ -421,22 +386,18 @@ class LineageQueries:
                 outputs=tuple(outs[j["id"]]),
                 upstream_tasks=tuple(sorted(ups[j["id"]])),
                 downstream_tasks=tuple(sorted(downs[j["id"]])),
-                latest_run=_run_info(run),
-                source=source,
+                latest_run=judged.latest_run,
+                source=judged.source,
                 tags=tuple(t for t in tags if isinstance(t, dict)),
                 owners=tuple(o.get("name") for o in owners if isinstance(o, dict)),
                 description=(f.get("documentation") or {}).get("description"),
+                state=judged.state,
+                dag_run=judged.dag_run,
+                older_run=judged.older_run,
+                note=judged.note,
+                git_note=judged.git_note,
             )
         return out
-
-    async def latest_states(self, job_ids: list[int]) -> dict[int, str]:
-        """State of each job's latest run (jobs without runs are left out)."""
-        rows = await self.db.fetchall(
-            """SELECT DISTINCT ON (job_id) job_id, state FROM ol_runs
-                WHERE job_id = ANY(%(ids)s) ORDER BY job_id, first_event_time DESC, run_id DESC""",
-            {"ids": job_ids},
-        )
-        return {r["job_id"]: r["state"] for r in rows}
 
     async def job(self, name: str) -> JobInfo:
         row = await self.resolve(name, only="job")
@@ -451,111 +412,6 @@ class LineageQueries:
         tasks = [r["id"] for r in rows if r["task_id"] is not None and r["job_type"] != "DAG"]
         dag = next((r["id"] for r in rows if r["task_id"] is None or r["job_type"] == "DAG"), None)
         return tasks, dag
-
-    # -- answers ----------------------------------------------------------------------------
-
-    async def dag_lineage(
-        self, dag_id: str, depth: int = 5, namespace: str | None = None
-    ) -> DagLineage:
-        check_depth(depth)
-        namespace = await self.dag_namespace(dag_id, namespace)
-        task_ids, dag_job_id = await self._dag_rows(dag_id, namespace)
-        infos = await self.job_infos(task_ids + ([dag_job_id] if dag_job_id else []))
-        tasks = topo_order([infos[i] for i in task_ids])
-        task_nodes = {t.node_id for t in tasks}
-        edges = sorted(
-            {
-                LineageEdge(t.node_id, down, "task_dep")
-                for t in tasks
-                for down in t.downstream_tasks
-                if down in task_nodes
-            },
-            key=lambda e: (e.origin, e.destination),
-        )
-        datasets = sorted({d for t in tasks for d in (*t.inputs, *t.outputs)})
-        links = {}
-        for way in ("up", "down"):
-            rows = await self.walk(task_ids, depth, way)
-            links[way] = _dag_links(rows, dag_id)
-        dag_info = infos.get(dag_job_id) if dag_job_id else None
-        source = dag_info.source if dag_info and dag_info.source else None
-        source = source or next((t.source for t in tasks if t.source), None)
-        return DagLineage(
-            dag_id=dag_id,
-            namespace=namespace,
-            depth=depth,
-            tasks=tuple(tasks),
-            datasets=tuple(datasets),
-            task_edges=tuple(edges),
-            upstream_dags=links["up"],
-            downstream_dags=links["down"],
-            dag_run=dag_info.latest_run if dag_info else None,
-            source=source,
-            lineage_source=self.source,
-        )
-
-    async def blast_radius(
-        self,
-        dag_id: str,
-        task_id: str | None = None,
-        depth: int = DEFAULT_DEPTH,
-        namespace: str | None = None,
-    ) -> BlastRadius:
-        check_depth(depth)
-        namespace = await self.dag_namespace(dag_id, namespace)
-        task_ids, _dag = await self._dag_rows(dag_id, namespace)
-        infos = await self.job_infos(task_ids)
-        if task_id is not None:
-            seeds = [i for i in task_ids if infos[i].task_id == task_id]
-            if not seeds:
-                known = ", ".join(sorted(infos[i].task_id or "" for i in task_ids)) or "none"
-                raise NotFoundError(f"DAG {dag_id!r} has no task {task_id!r} (tasks: {known})")
-        else:
-            seeds = [i for i in task_ids if _failed(infos[i])]
-        seeds_failed = bool(seeds) and all(_failed(infos[i]) for i in seeds)
-        if not seeds:
-            seeds = list(task_ids)
-        rows = [r for r in await self.walk(seeds, depth, "down") if r["hops"] > 0]
-        states = await self.latest_states([r["id"] for r in rows if r["type"] == "job"])
-        return assess(
-            dag_id=dag_id,
-            task_id=task_id,
-            namespace=namespace,
-            depth=depth,
-            seeds=tuple(topo_order([infos[i] for i in seeds])),
-            seeds_failed=seeds_failed,
-            impacted=[_impacted(r, states.get(r["id"]), dag_id) for r in rows],
-            lineage_source=self.source,
-        )
-
-    async def dataset_lineage(self, name: str) -> DatasetLineage:
-        row = await self.resolve(name, only="dataset")
-        links = await self.db.fetchall(
-            "SELECT job_id, io_type FROM ol_job_io WHERE dataset_id = %s", (row["id"],)
-        )
-        infos = await self.job_infos(sorted({r["job_id"] for r in links}))
-        producers = sorted(
-            (infos[r["job_id"]] for r in links if r["io_type"] == "output"),
-            key=lambda j: j.node_id,
-        )
-        consumers = sorted(
-            (infos[r["job_id"]] for r in links if r["io_type"] == "input"),
-            key=lambda j: j.node_id,
-        )
-        facets = await self.db.fetchall(
-            "SELECT name, facet FROM ol_dataset_facets WHERE dataset_id = %s ORDER BY name",
-            (row["id"],),
-        )
-        return DatasetLineage(
-            node_id=row["node_id"],
-            namespace=row["namespace"],
-            name=row["name"],
-            producers=tuple(producers),
-            consumers=tuple(consumers),
-            status=dataset_status(producers),
-            facets={f["name"]: f["facet"] for f in facets if _alive(f["facet"])},
-            lineage_source=self.source,
-        )
 
     async def stats(self) -> LineageStats:
         jobs = await self.db.fetchone(
@@ -590,39 +446,6 @@ class LineageQueries:
             edges=edges["n"],
             lineage_source=self.source,
         )
-
-    async def recent_failures(self, limit: int = 20, depth: int = DEFAULT_DEPTH) -> FailureList:
-        if not 1 <= limit <= 500:
-            raise InputError(f"limit must be from 1 to 500, got {limit}")
-        rows = await self.db.fetchall(
-            """SELECT r.run_id, r.ended_at, r.error_message, r.stack_trace, j.id AS job_id,
-                      j.namespace, j.name, j.job_type, j.dag_id, j.task_id
-                 FROM ol_runs r JOIN ol_jobs j ON j.id = r.job_id
-                WHERE r.state = 'FAIL'
-                ORDER BY r.ended_at DESC NULLS LAST, r.run_id LIMIT %s""",
-            (limit,),
-        )
-        reach: dict[int, int] = {}
-        for job_id in {r["job_id"] for r in rows}:
-            walked = await self.walk([job_id], depth, "down")
-            reach[job_id] = sum(1 for w in walked if w["hops"] > 0)
-        runs = tuple(
-            FailedRun(
-                run_id=str(r["run_id"]),
-                job=f"job:{r['namespace']}:{r['name']}",
-                job_name=r["name"],
-                namespace=r["namespace"],
-                job_type=r["job_type"],
-                dag_id=r["dag_id"],
-                task_id=r["task_id"],
-                ended_at=r["ended_at"],
-                error_message=r["error_message"],
-                stack_trace=_tail(r["stack_trace"]),
-                downstream=reach[r["job_id"]],
-            )
-            for r in rows
-        )
-        return FailureList(runs=runs, lineage_source=self.source)
 
     async def nodes(
         self, query: str | None = None, kind: str | None = None, limit: int = 200
@@ -681,65 +504,3 @@ class LineageQueries:
 
 def _node_order(row: dict[str, Any]) -> tuple[int, str]:
     return (row["hops"], row["node_id"])
-
-
-def _failed(job: JobInfo) -> bool:
-    return bool(job.latest_run and job.latest_run.state in ("FAIL", "ABORT"))
-
-
-def _tail(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_STACK_CHARS:
-        return text
-    return "…" + text[-MAX_STACK_CHARS:]
-
-
-def _impacted(row: dict[str, Any], state: str | None, dag_id: str) -> ImpactedNode:
-    kinds = tuple(row.get("kinds") or ())
-    if row["type"] == "dataset":
-        impact = "stale"
-    elif "task_dep" in kinds and row.get("dag_id") == dag_id:
-        impact = "will_not_run"
-    else:
-        impact = "stale_input"
-    return ImpactedNode(
-        node_id=row["node_id"],
-        type=row["type"],
-        namespace=row["namespace"],
-        name=row["name"],
-        hops=row["hops"],
-        edge_kinds=kinds,
-        impact=impact,
-        dag_id=row.get("dag_id"),
-        task_id=row.get("task_id"),
-        state=state,
-    )
-
-
-def _dag_links(rows: list[dict[str, Any]], dag_id: str) -> tuple[DagLink, ...]:
-    """Group the jobs of other DAGs (or jobs outside any DAG) reached by a walk."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["type"] != "job" or r["hops"] == 0 or r["dag_id"] == dag_id:
-            continue
-        groups[r["dag_id"] or r["name"]].append(r)
-    links = [
-        DagLink(
-            dag_id=label,
-            hops=min(r["hops"] for r in members),
-            jobs=tuple(sorted(r["node_id"] for r in members)),
-        )
-        for label, members in groups.items()
-    ]
-    return tuple(sorted(links, key=lambda link: (link.hops, link.dag_id)))
-
-
-def dataset_status(producers: list[JobInfo] | tuple[JobInfo, ...]) -> str:
-    """fresh: every producer's latest run completed; stale: one failed or aborted."""
-    states = [p.latest_run.state for p in producers if p.latest_run]
-    if not states:
-        return "unknown"
-    if any(s in ("FAIL", "ABORT") for s in states):
-        return "stale"
-    if all(s == "COMPLETE" for s in states):
-        return "fresh"
-    return "updating"

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
-from core.lineage.models import BlastRadius, ImpactedNode, JobInfo
+from core.errors import InputError
+from core.lineage.models import BlastRadius, ImpactedNode, JobInfo, RunInfo
+from core.lineage.nodes import parse_node_id
 
 HIGH_JOB_COUNT = 10
 _LIST = 5
@@ -31,12 +33,18 @@ def assess(
     seeds_failed: bool,
     impacted: list[ImpactedNode],
     lineage_source: str,
+    dag_run: RunInfo | None = None,
+    other_dag_reads: dict[str, tuple[str, ...]] | None = None,
+    unknown_outputs: tuple[str, ...] = (),
 ) -> BlastRadius:
+    """Severity and advice. `other_dag_reads`: for each other DAG, the impacted datasets its
+    jobs read (named in the advice); `unknown_outputs`: blocked tasks that never ran."""
     jobs = [n for n in impacted if n.type == "job"]
     datasets = [n for n in impacted if n.type == "dataset"]
     other_dags = sorted({n.dag_id or n.name for n in jobs if n.dag_id != dag_id})
     seed_label = ", ".join(s.task_id or s.name for s in seeds[:_LIST]) or dag_id
     same_dag = [n for n in jobs if n.dag_id == dag_id]
+    reads = other_dag_reads or {}
     if not impacted:
         severity = "none"
         advice = f"Nothing downstream depends on {seed_label}; fix it and re-run it alone."
@@ -44,11 +52,10 @@ def assess(
         severity = "high"
         parts = []
         if other_dags:
-            read = [n for n in datasets if n.hops == 1] or datasets
             parts.append(
-                f"Impact crosses DAGs: {_names(other_dags)} read data that {seed_label} "
-                f"should have produced ({_names(read)})."
-                " Hold those DAGs (pause them or keep their sensors waiting) until it succeeds."
+                f"Impact crosses DAGs: {_reading(other_dags, reads)}, which {seed_label} left "
+                "stale. Hold those DAGs (pause them or keep their sensors waiting) until it "
+                "succeeds."
             )
         if len(jobs) > HIGH_JOB_COUNT:
             parts.append(f"{len(jobs)} jobs are downstream.")
@@ -66,6 +73,11 @@ def assess(
             f"{len(datasets)} dataset(s) are stale ({_names(datasets)}) but no known job reads "
             f"them. Fix {seed_label} and re-run it to refresh them."
         )
+    if unknown_outputs:
+        advice += (
+            f" {_names(list(unknown_outputs))} never ran, so what they write is unknown: other "
+            "DAGs reading it cannot be ruled out."
+        )
     if not seeds_failed and impacted:
         advice = f"No task of {dag_id} has failed; this is what a failure would reach. " + advice
     return BlastRadius(
@@ -81,7 +93,33 @@ def assess(
         severity=severity,
         recommendation=advice,
         lineage_source=lineage_source,
+        dag_run=dag_run,
+        other_dag_reads=dict(reads),
+        unknown_outputs=tuple(unknown_outputs),
     )
+
+
+def _short(node_id: str) -> str:
+    """A dataset node id as an operator says it: a file's last two path parts, else its name."""
+    try:
+        name = parse_node_id(node_id).name
+    except InputError:
+        name = node_id
+    parts = [p for p in name.split("/") if p]
+    return "/".join(parts[-2:]) if len(parts) > 1 else name
+
+
+def _reading(dags: list[str], reads: dict[str, tuple[str, ...]]) -> str:
+    """'sales_dashboard reads mart/sales.json; bi_export reads …' (what each really reads)."""
+    said = []
+    for dag in dags[:_LIST]:
+        datasets = reads.get(dag)
+        if datasets:
+            said.append(f"{dag} reads {_names([_short(d) for d in datasets])}")
+        else:
+            said.append(f"{dag} depends on it")
+    more = f" and {len(dags) - _LIST} more DAGs" if len(dags) > _LIST else ""
+    return "; ".join(said) + more
 
 
 def _clear_hint(dag_id: str, seeds: tuple[JobInfo, ...]) -> str:

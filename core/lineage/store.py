@@ -11,6 +11,7 @@ delivery end in the same state. Events of one job are serialised by locking the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from core.db import Database
 from core.errors import InputError, NotFoundError
+from core.lineage.airflow_facets import DagTasks, dag_tasks
 from core.lineage.events import (
     STATE_RANK,
     TERMINAL_TYPES,
@@ -28,11 +30,14 @@ from core.lineage.events import (
     parse_event,
     parse_event_bytes,
 )
+from core.lineage.impact import record_impacts
 from core.lineage.models import ImportReport, IngestResult
+from core.lineage.normalise import json_constant
 
 log = logging.getLogger(__name__)
 
 MAX_IMPORT_LINE_BYTES = 5 * 1024 * 1024
+RUN_JOB_FACETS = ("sourceCodeLocation", "tags")  # job facets also kept per run (ol_runs)
 _RETRIES = 4
 
 
@@ -66,6 +71,13 @@ class LineageStore:
                 if attempt == _RETRIES - 1:
                     raise
                 log.info("lineage ingest retried after a lock conflict (%s)", event.event_hash)
+        if stored and event.normalised:
+            log.warning(
+                "lineage event of %s: numbers where strings belong were made strings (%s); "
+                "quote the OPENLINEAGE__* values ('qwb lineage facets' prints them quoted)",
+                event.job_node_id or "a dataset",
+                ", ".join(event.normalised[:5]),
+            )
         return IngestResult(
             status="stored" if stored else "duplicate",
             event_hash=event.event_hash,
@@ -73,6 +85,7 @@ class LineageStore:
             event_type=event.event_type,
             job=event.job_node_id,
             run_id=event.run_id,
+            normalised=event.normalised,
         )
 
     async def ingest_bytes(self, body: bytes | str, source: str = "api") -> IngestResult:
@@ -83,14 +96,16 @@ class LineageStore:
         return await self.ingest(event, source)
 
     async def import_file(self, path: Path | str) -> ImportReport:
-        """Import OpenLineage file-transport output: one JSON event per line (blank lines skipped).
-        A bad line is reported with its number and reason; the other lines are still imported."""
+        """Import OpenLineage file-transport output: one JSON event per line (blank lines
+        skipped), or a file holding one event (the transport's one-file-per-event mode, possibly
+        pretty-printed). A bad line is reported with its number and reason; the other lines are
+        still imported."""
         path = Path(path).expanduser()  # noqa: ASYNC240 (no I/O without a ~)
         if not await asyncio.to_thread(path.is_file):
             raise NotFoundError(
                 f"{path} is not a file; give a JSON-lines file of OpenLineage events"
             )
-        lines = stored = duplicates = rejected = 0
+        lines = stored = duplicates = rejected = normalised = 0
         errors: list[str] = []
 
         def bad(number: int, reason: str) -> None:
@@ -99,6 +114,29 @@ class LineageStore:
             if len(errors) < 50:
                 errors.append(f"line {number}: {reason}")
 
+        async def one(number: int, event: bytes | dict[str, Any]) -> None:
+            nonlocal stored, duplicates, normalised
+            try:
+                if isinstance(event, dict):
+                    result = await self.ingest(event, source="file")
+                else:
+                    result = await self.ingest_bytes(event, source="file")
+            except InvalidEvent as exc:
+                bad(number, str(exc))
+                return
+            normalised += bool(result.normalised)
+            if result.status == "stored":
+                stored += 1
+            else:
+                duplicates += 1
+
+        whole = await asyncio.to_thread(_single_document, path)
+        if whole is not None:
+            for event in whole:
+                lines += 1
+                await one(1, event)
+            return ImportReport(str(path), lines, stored, duplicates, rejected, tuple(errors),
+                                normalised)  # fmt: skip
         handle = await asyncio.to_thread(path.open, "rb")
         try:
             number = 0
@@ -116,20 +154,13 @@ class LineageStore:
                 if not line.strip():
                     continue
                 lines += 1
-                try:
-                    result = await self.ingest_bytes(line, source="file")
-                except InvalidEvent as exc:
-                    bad(number, str(exc))
-                    continue
-                if result.status == "stored":
-                    stored += 1
-                else:
-                    duplicates += 1
+                await one(number, line)
         finally:
             await asyncio.to_thread(handle.close)
         if lines == 0:
             raise InputError(f"{path} holds no events; expected one OpenLineage JSON event a line")
-        return ImportReport(str(path), lines, stored, duplicates, rejected, tuple(errors))
+        return ImportReport(str(path), lines, stored, duplicates, rejected, tuple(errors),
+                            normalised)  # fmt: skip
 
     # -- one event ---------------------------------------------------------------------------
 
@@ -166,9 +197,14 @@ class LineageStore:
             wanted.setdefault(parent, (ev.dag_id if ev.dag_id == ev.parent_name else None, None))
         for task in self._dep_tasks(ev):
             wanted.setdefault((ev.job_namespace, f"{ev.dag_id}.{task}"), (ev.dag_id, task))
+        named = self._dag_tasks(ev)
+        for task in named.task_ids if named else ():
+            wanted.setdefault((ev.job_namespace, f"{ev.dag_id}.{task}"), (ev.dag_id, task))
         job_ids = await self._ensure_jobs(conn, wanted)
         job_id = job_ids[main]
         await conn.execute("SELECT 1 FROM ol_jobs WHERE id = %s FOR UPDATE", (job_id,))
+        if named is not None:
+            await self._learn_dag_tasks(conn, job_id, job_ids, named, ev)
 
         parent_id = None
         if ev.parent_namespace and ev.parent_name:
@@ -201,10 +237,54 @@ class LineageStore:
         if ev.kind == "run":
             await self._merge_run(conn, job_id, ev)
         if ev.airflow is not None and ev.airflow.upstream is not None:
-            await self._replace_deps(conn, job_id, job_ids, ev)
+            await self._replace_deps(conn, job_id, self._own_deps(job_id, job_ids, ev), ev)
         if ev.has_io:
             await self._recompute_io(conn, job_id, ev)
+        if ev.kind == "run" and ev.event_type in TERMINAL_TYPES:
+            await record_impacts(conn, ev)
         return True
+
+    @staticmethod
+    def _dag_tasks(ev: LineageEvent) -> DagTasks | None:
+        """Tasks named by a DAG-level event (tasksState, the airflow job facet's task list)."""
+        if ev.dag_id is None or ev.task_id is not None or ev.job_name != ev.dag_id:
+            return None
+        return dag_tasks(ev.dag_id, ev.job_facets, ev.run_facets)
+
+    async def _learn_dag_tasks(
+        self, conn: Any, dag_job_id: int, job_ids: dict[tuple[str, str], int], named: DagTasks,
+        ev: LineageEvent,
+    ) -> None:  # fmt: skip
+        """Tasks known only from their DAG's events get the DAG as parent; the DAG's START
+        facet (every task's downstream ids) declares the DAG's task dependencies."""
+        assert ev.job_namespace is not None
+        ids = {t: job_ids[(ev.job_namespace, f"{ev.dag_id}.{t}")] for t in named.task_ids}
+        await conn.execute(
+            """UPDATE ol_jobs SET parent_job_id = %s, updated_at = now()
+                WHERE id = ANY(%s) AND parent_job_id IS NULL AND id <> %s""",
+            (dag_job_id, sorted(ids.values()), dag_job_id),
+        )
+        if named.downstream is None:
+            return
+        edges = {(ids[t], ids[d]) for t, downs in named.downstream.items() for d in downs
+                 if t in ids and d in ids and ids[t] != ids[d]}  # fmt: skip
+        await self._replace_deps(conn, dag_job_id, edges, ev)
+
+    @staticmethod
+    def _own_deps(job_id: int, job_ids: dict[tuple[str, str], int], ev: LineageEvent
+                  ) -> set[tuple[int, int]]:  # fmt: skip
+        """The (upstream, downstream) job pairs a task event's airflow run facet declares."""
+        assert ev.airflow is not None and ev.job_namespace is not None
+        edges: set[tuple[int, int]] = set()
+        for task in ev.airflow.upstream or ():
+            other = job_ids[(ev.job_namespace, f"{ev.dag_id}.{task}")]
+            if other != job_id:
+                edges.add((other, job_id))
+        for task in ev.airflow.downstream or ():
+            other = job_ids[(ev.job_namespace, f"{ev.dag_id}.{task}")]
+            if other != job_id:
+                edges.add((job_id, other))
+        return edges
 
     @staticmethod
     def _dep_tasks(ev: LineageEvent) -> list[str]:
@@ -308,12 +388,17 @@ class LineageStore:
         for name, facet in ev.run_facets.items():
             if stamp > versions.get(name, ""):
                 facets[name], versions[name] = facet, stamp
+        job_facets, job_versions = dict(run["job_facets"]), dict(run["job_facet_versions"])
+        for name in RUN_JOB_FACETS:  # the run's own git facts: never an older run's
+            if name in ev.job_facets and stamp > job_versions.get(name, ""):
+                job_facets[name], job_versions[name] = ev.job_facets[name], stamp
         nominal = facets.get("nominalTime") or {}
         await conn.execute(
             """UPDATE ol_runs SET state = %s, state_rank = %s, state_event_time = %s,
                    state_event_hash = %s, started_at = %s, ended_at = %s, first_event_time = %s,
                    last_event_time = %s, parent_run_id = %s, error_message = %s, stack_trace = %s,
                    error_event_time = %s, error_event_hash = %s, facets = %s, facet_versions = %s,
+                   job_facets = %s, job_facet_versions = %s,
                    nominal_start_time = %s, nominal_end_time = %s, updated_at = now()
                WHERE run_id = %s""",
             (
@@ -321,15 +406,16 @@ class LineageStore:
                 run["started_at"], run["ended_at"], run["first_event_time"],
                 run["last_event_time"], run["parent_run_id"], run["error_message"],
                 run["stack_trace"], run["error_event_time"], run["error_event_hash"],
-                Jsonb(facets), Jsonb(versions), _nominal(nominal, "nominalStartTime"),
+                Jsonb(facets), Jsonb(versions), Jsonb(job_facets), Jsonb(job_versions),
+                _nominal(nominal, "nominalStartTime"),
                 _nominal(nominal, "nominalEndTime"), ev.run_id,
             ),
         )  # fmt: skip
 
     async def _replace_deps(
-        self, conn: Any, job_id: int, job_ids: dict[tuple[str, str], int], ev: LineageEvent
+        self, conn: Any, job_id: int, edges: set[tuple[int, int]], ev: LineageEvent
     ) -> None:
-        assert ev.airflow is not None and ev.job_namespace is not None
+        """Make `edges` the task dependencies `job_id` declares, unless a newer event did."""
         cur = await conn.execute(
             "SELECT deps_event_time, deps_event_hash FROM ol_jobs WHERE id = %s", (job_id,)
         )
@@ -339,15 +425,6 @@ class LineageStore:
             row["deps_event_hash"],
         ):
             return  # an event at least as new already set this job's dependencies
-        edges: set[tuple[int, int]] = set()
-        for task in ev.airflow.upstream or ():
-            other = job_ids[(ev.job_namespace, f"{ev.dag_id}.{task}")]
-            if other != job_id:
-                edges.add((other, job_id))
-        for task in ev.airflow.downstream or ():
-            other = job_ids[(ev.job_namespace, f"{ev.dag_id}.{task}")]
-            if other != job_id:
-                edges.add((job_id, other))
         await conn.execute("DELETE FROM ol_job_deps WHERE declared_by = %s", (job_id,))
         if edges:
             ordered = sorted(edges)
@@ -402,6 +479,25 @@ class LineageStore:
             "DELETE FROM ol_edges WHERE owner_job_id = %s AND kind <> 'task_dep'", (job_id,)
         )
         await conn.execute(IO_EDGES_SQL, (job_id,))
+
+
+def _single_document(path: Path) -> list[dict[str, Any]] | None:
+    """The events of a file that is one JSON document spread over several lines (an object, or
+    a list of objects), else None (JSON lines, or too big to be one event)."""
+    if path.stat().st_size > MAX_IMPORT_LINE_BYTES:
+        return None
+    data = path.read_bytes()
+    if len([line for line in data.splitlines() if line.strip()]) < 2:
+        return None
+    try:
+        doc = json.loads(data, parse_constant=json_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(doc, dict):
+        return [doc]
+    if isinstance(doc, list) and doc and all(isinstance(d, dict) for d in doc):
+        return doc
+    return None
 
 
 IO_EDGES_SQL = """

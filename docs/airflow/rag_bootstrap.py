@@ -7,8 +7,15 @@ command line, so the DAG needs no workbench imports and nothing runs in the sche
     bootstrap  qwb bootstrap --adrs ... --dags ... --docs ... --no-health   (incremental: unchanged
                files cost no embedding, so a daily run takes seconds)
     health     qwb bootstrap --check   exit 0 healthy; exit 3 degraded fails the task with the
-               reasons in the log (set QWB_HEALTH_SOFT=1 to turn "degraded" into "skipped")
+               reasons in the log (set QWB_HEALTH_SOFT=1 to turn "degraded" into "skipped").
+               A store unchanged since the last healthy check reuses that result (no model
+               load): cheap on a re-run with nothing changed (--full forces every check)
     export     qwb export <bundles>/<ds>.qwb.tar.gz   a knowledge bundle other sites can import
+
+Environment of the workers: QWB_BIN (the qwb executable), QUBINODE_ROOT, AIRFLOW_HOME (the
+folders), QWB_BUNDLE_DIR (where bundles go, default /var/lib/qwb/bundles), QWB_HEALTH_SOFT.
+The worker's qwb must use the operator's store: give it the same QWB_DATABASE_URL or QWB_CONFIG
+(a worker user with no config would fill an embedded store of its own). See README.md.
 
 Each task has an execution_timeout (upstream's bootstrap DAG had none and hung on big files).
 """

@@ -5,8 +5,10 @@ Put this file on the Airflow workers' PYTHONPATH (e.g. $AIRFLOW_HOME/plugins) an
 Every task event then carries the commit and branch of the DAG code that ran, which
 `qwb lineage` shows next to the job (and uses when the sourceCodeLocation facet is absent).
 
-The values come from QWB_GIT_SHA / QWB_GIT_BRANCH (set them in the deploy step: the reliable
-way) or, failing that, from `git` in the DAG folder (2 s timeout, asked once per process).
+The values come from `git` in QWB_GIT_DIR (what `qwb lineage facets` sets: the DAGs' work
+tree), else in $AIRFLOW_HOME/dags, read once per task process (2 s timeout), so they follow every
+deploy without regenerating the environment. QWB_GIT_SHA / QWB_GIT_BRANCH override them (hosts
+without git). A detached HEAD (git-sync) reports the branch that points at it, not `HEAD`.
 """
 
 from __future__ import annotations
@@ -47,8 +49,19 @@ def git_state() -> tuple[str | None, str | None]:
         os.environ.get("AIRFLOW_HOME", os.getcwd()), "dags"
     )
     sha = sha or _git(folder, "rev-parse", "HEAD")
-    branch = branch or _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
+    branch = branch or _git(folder, "symbolic-ref", "--short", "-q", "HEAD") or _detached(folder)
     return sha, branch
+
+
+def _detached(folder: str) -> str | None:
+    """The branch pointing at a detached HEAD (local first, then remote), or None."""
+    refs = _git(folder, "for-each-ref", "--points-at", "HEAD", "--format=%(refname)",
+                "refs/heads", "refs/remotes")  # fmt: skip
+    names = [r for r in (refs or "").splitlines() if r and not r.endswith("/HEAD")]
+    local = sorted(r[len("refs/heads/") :] for r in names if r.startswith("refs/heads/"))
+    remote = sorted(r[len("refs/remotes/") :].split("/", 1)[-1] for r in names
+                    if r.startswith("refs/remotes/"))  # fmt: skip
+    return (local or remote or [None])[0]
 
 
 def git_run_facet(ti: Any, ti_state: Any) -> dict[str, RunFacet]:
