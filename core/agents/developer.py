@@ -285,8 +285,26 @@ def _is_dag_file(path: str, code: str) -> bool:
     return "dags/" in f"/{path}" or bool(re.search(r"\bDAG\s*\(|@dag\b", code))
 
 
-def validate_files(contents: dict[str, str | None], required_provider: str | None) -> Validation:
-    """Check each changed file; the required provider must be imported by a DAG file."""
+_REMOVAL_WORDS = re.compile(r"\b(remove|removes|delete|deletes|drop|drops|rename|renames|replace|"
+                            r"replaces|split|merge|rewrite)\b", re.I)
+
+
+def allows_task_removal(order: WorkOrder) -> bool:
+    """Whether the task (or override) asks for tasks to go: otherwise a change keeps them."""
+    text = " ".join([order.task, order.override.instruction if order.override else ""])
+    return bool(_REMOVAL_WORDS.search(text))
+
+
+def validate_files(
+    contents: dict[str, str | None],
+    required_provider: str | None,
+    *,
+    originals: dict[str, str | None] | None = None,
+    allow_task_removal: bool = False,
+) -> Validation:
+    """Check each changed file; the required provider must be imported by a DAG file, and a
+    changed DAG keeps the tasks of its ``originals`` unless ``allow_task_removal``."""
+    originals = originals or {}
     checks: list[FileCheck] = []
     providers_seen: set[str] = set()
     dag_files = 0
@@ -299,7 +317,9 @@ def validate_files(contents: dict[str, str | None], required_provider: str | Non
             continue
         if _is_dag_file(path, code):
             dag_files += 1
-            r = validate_dag_code(code)
+            r = validate_dag_code(
+                code, original=originals.get(path), allow_task_removal=allow_task_removal
+            )
             providers_seen.update(r.providers_imported)
             checks.append(FileCheck(path, "dag", r.ok, r.errors, r.warnings, r.providers_imported))
         else:
