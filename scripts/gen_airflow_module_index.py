@@ -110,8 +110,10 @@ def _names(tree: ast.Module) -> tuple[set[str] | None, dict[str, set[str]]]:
                     table = dicts.get(arg.id) if isinstance(arg, ast.Name) else arg
                     if isinstance(table, ast.Dict):
                         for key, value in zip(table.keys, table.values, strict=False):
-                            if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                                virtual[key.value] = set(_literal_keys(value))
+                            if isinstance(key, ast.Name) and key.id == "__name__":
+                                names.update(_literal_keys(value))  # the module itself
+                            elif (sub := _string(key)) is not None:
+                                virtual[sub] = set(_literal_keys(value))
 
     visit(tree.body)
     return (None if dynamic else names), virtual

@@ -285,8 +285,11 @@ def _is_dag_file(path: str, code: str) -> bool:
     return "dags/" in f"/{path}" or bool(re.search(r"\bDAG\s*\(|@dag\b", code))
 
 
-_REMOVAL_WORDS = re.compile(r"\b(remove|removes|delete|deletes|drop|drops|rename|renames|replace|"
-                            r"replaces|split|merge|rewrite)\b", re.I)
+_REMOVAL_WORDS = re.compile(
+    r"\b(remove|removes|delete|deletes|drop|drops|rename|renames|replace|"
+    r"replaces|split|merge|rewrite)\b",
+    re.I,
+)
 
 
 def allows_task_removal(order: WorkOrder) -> bool:

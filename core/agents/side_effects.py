@@ -197,6 +197,8 @@ def _problem(call: ast.Call, aliases: dict[str, str], paths: set[str]) -> str | 
         if isinstance(func, ast.Subscript) or origin in DYNAMIC:
             return "calls what a dynamic lookup returned (getattr/__import__/globals()[...])"
         return None
+    if _through_dynamic_lookup(func, aliases):
+        return "calls through a dynamic lookup (getattr/__import__/globals()[...])"
     origin = resolve(func, aliases)
     if origin == "builtins.getattr()":
         return "calls what getattr(...) returned"
@@ -220,6 +222,16 @@ def _problem(call: ast.Call, aliases: dict[str, str], paths: set[str]) -> str | 
                 return _opens_for_writing(call, 0)
             return f"calls Path.{func.attr}() (moves files)"
     return None
+
+
+def _through_dynamic_lookup(func: ast.AST, aliases: dict[str, str]) -> bool:
+    """``globals()["os"].system``, ``__import__("os").system``: the chain starts at a lookup."""
+    node = func.value if isinstance(func, ast.Attribute) else None
+    while isinstance(node, ast.Attribute | ast.Subscript | ast.Call):
+        if isinstance(node, ast.Call) and resolve(node.func, aliases) in DYNAMIC:
+            return True
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return False
 
 
 def _refused(origin: str) -> bool:

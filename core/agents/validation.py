@@ -199,7 +199,7 @@ def _lost_tasks(original: str, tree: ast.Module, aliases: dict[str, str]) -> lis
     old, _ = task_ids(old_tree)
     new, computed = task_ids(tree, aliases)
     lost = sorted(old - new)
-    if not lost or (computed and new):
+    if not lost or computed:  # computed task ids: which ones exist cannot be told statically
         return []
     if not new and not computed:
         return [f"drops every task of the current file ({', '.join(lost)}); keep them unless "
