@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from core.agents.aider import (
     find_aider,
     run_aider,
 )
+from core.agents.budget import Budget
 from core.errors import InputError
 from tests.conftest import make_config
 from tests.llm_server import HANG, ScriptedLLM
@@ -140,12 +143,27 @@ async def test_stale_proposal_is_refused_and_leaves_the_tree_alone(repo: Path) -
 
 @needs_aider
 async def test_timeout_kills_aider_and_changes_nothing(repo: Path) -> None:
+    """The budget runs out while Aider waits on the model (not during its start-up, whose length
+    depends on the machine's load): Aider is killed, nothing changes."""
     before = snapshot(repo)
+    budget = Budget(600, "Aider", "agents.aider_timeout")
     with ScriptedLLM([HANG]) as llm:
-        result = await run_aider(
-            repo, ["calc.py"], "Add sub.", model="scripted", api_base=llm.api_base, timeout=5
+        run = asyncio.create_task(
+            run_aider(
+                repo,
+                ["calc.py"],
+                "Add sub.",
+                model="scripted",
+                api_base=llm.api_base,
+                budget=budget,
+            )  # fmt: skip
         )
+        deadline = time.monotonic() + 300
+        while not llm.chat_requests and not run.done() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # polling a condition: Aider reaching the server
         assert llm.chat_requests, "Aider never reached the server"
+        budget.expire_after(0)
+        result = await run
     assert result.timed_out and result.returncode is None and not result.ok
     assert result.diff == "" and result.changed_files == ()
     assert snapshot(repo) == before
