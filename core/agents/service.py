@@ -40,7 +40,7 @@ from core.agents.sessions import (
     SessionSummary,
     check_author,
 )
-from core.errors import InputError, QwbError
+from core.errors import BudgetExceeded, InputError, QwbError
 
 __all__ = [
     "AgentEvent",
@@ -327,8 +327,16 @@ class AgentService:
     ) -> Any:
         """Run the work; on an error, record it truthfully in the session before raising."""
         before = await self.store.get(conv.session_id)
+        seconds = float(self.config.get("agents.run_timeout"))
         try:
-            return await work
+            try:
+                async with asyncio.timeout(seconds):
+                    return await work
+            except TimeoutError:
+                raise BudgetExceeded(
+                    f"the run ran out of its {seconds:g} s budget (agents.run_timeout) and was "
+                    "stopped; nothing was applied by it"
+                ) from None
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:
             why = str(exc.args[0]) if exc.args else "cancelled (Ctrl-C, or the caller gave up)"
             await asyncio.shield(self._record_interruption(conv, why, before, restore))
