@@ -476,3 +476,27 @@ async def test_get_lineage_graph_on_the_fixture_events(mcp: Mcp, db: Any) -> Non
     mcp.error(
         "get_lineage_graph", {"node": transform, "direction": "sideways"}, "invalid_arguments"
     )
+
+
+def test_agent_calls_send_progress_notifications(mcp: Mcp, llm: ScriptedLLM, repo: Path) -> None:
+    """A long agent call tells the client what it is doing (issue 16, point 8)."""
+    llm.add(brief("Write dags/hv_progress.py with one SSHOperator task."), dev(SSH_DAG))
+    seen: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
+
+    res = mcp.portal.call(
+        lambda: mcp.session.call_tool(
+            "delegate_to_developer",
+            {"task": TASK, "files": ["dags/hv_progress.py"]},
+            progress_callback=on_progress,
+        )
+    )
+    assert not res.is_error, res.content[0].text
+    messages = [m or "" for _, m in seen]
+    assert any(m.startswith("manager ▸ policy") for m in messages), messages
+    assert any(m.startswith("developer ▸ proposal") for m in messages), messages
+    assert [p for p, _ in seen] == sorted(p for p, _ in seen)  # progress only grows
+    proposal = res.structured_content["proposal"]
+    mcp.ok("reject_proposal", {"ref": proposal["id"], "reason": "test of progress only"})
