@@ -354,7 +354,8 @@ def test_a_plan_waits_and_approving_the_session_delegates(
     )
     assert run["action"] == "plan" and run["status"] == "waiting_approval", run["summary"]
     assert run["proposal"] is None and "## Risks" in run["plan"]["text"]
-    assert Path(run["plan"]["path"]).parent == repo / "docs" / "plans"
+    assert run["plan"]["path"] is None  # nothing written to the DAG repository before approval
+    assert _state(repo)[0] == head
     text = mcp.text("get_agent_status", {"session_id": run["session_id"]})
     assert "waits for approval of the plan" in text
 
@@ -368,8 +369,10 @@ def test_a_plan_waits_and_approving_the_session_delegates(
     said = approved["messages"][0]
     assert (said["speaker"], said["kind"]) == ("calling_llm", "approval")
     assert said["content"] == "Approved the plan: plan is sound"
+    assert any(f.startswith("docs/plans/") for f in proposal["files"])  # the plan joins it
     mcp.ok("reject_proposal", {"ref": proposal["id"], "reason": "only a test"})
     assert _state(repo)[0] == head  # nothing applied
+    assert not (repo / "docs" / "plans").exists()  # no plan file left after the rejection
 
 
 def test_bad_agent_arguments_are_refused(mcp: Mcp) -> None:

@@ -159,8 +159,10 @@ def _run_text(run: Any) -> str:
             f"call override_developer with session_id {sid!r}, an exact instruction and a reason"
         )
     if run.plan:
-        where = run.plan.get("path") or "the session (no DAG repository)"
-        lines.append(f"plan saved to {where}:")
+        lines.append(
+            "plan kept in the agent session (it reaches the DAG repository only as part of the "
+            "proposal approved after it):"
+        )
         lines.append(_clip(run.plan.get("text"), 1500))
     if run.proposal is not None:
         lines += _proposal_lines(run.proposal)

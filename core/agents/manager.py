@@ -7,8 +7,9 @@ computes the one confidence score; evaluates the policies (each evaluation logge
 
 - **escalates** (naming what is missing and how to supply it),
 - **asks for approval** before delegating (confidence 0.4-0.6),
-- **writes a plan** (no provider for the system: Markdown saved to the session and, with a DAG
-  repository configured, to ``<repo>/<agents.plans_dir>/``), or
+- **writes a plan** (no provider for the system: Markdown kept in the session; once approved,
+  the plan file ``<agents.plans_dir>/<slug>.md`` joins the Developer's proposal, so it reaches
+  the repository only with an approved change), or
 - **delegates** to the Developer with a brief it writes itself, which yields a proposal (a diff)
   that is applied only on approval (or by ``agents.auto_approve_confidence``).
 
