@@ -190,3 +190,37 @@ def test_find_aider_honours_config(tmp_path: Path) -> None:
         find_aider(make_config(**{"agents.aider_bin": str(tmp_path / "missing")}))
     if AIDER.is_file():
         assert find_aider(make_config()) == AIDER
+
+
+async def test_a_server_that_dies_during_aider_is_reported_fast_and_as_such(repo: Path) -> None:
+    """Aider retries a dead server for about a minute; the watchdog stops it in seconds."""
+    before = snapshot(repo)
+    llm = ScriptedLLM([HANG]).start()
+    run = asyncio.create_task(
+        run_aider(
+            repo, ["calc.py"], "Add sub.", model="scripted", api_base=llm.api_base, timeout=600
+        )  # fmt: skip
+    )
+    deadline = time.monotonic() + 300
+    while not llm.chat_requests and not run.done() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.2)  # polling a condition: Aider reaching the server
+    assert llm.chat_requests, "Aider never reached the server"
+    llm.close()  # the server dies while Aider waits on it
+    stopped = time.monotonic()
+    result = await run
+    assert result.server_lost and "ConnectionRefusedError" in result.server_lost
+    assert time.monotonic() - stopped < 30  # not Aider's minute of retries
+    assert not result.ok and result.diff == ""
+    assert snapshot(repo) == before
+
+
+def test_only_aider_and_litellm_error_lines_count_as_the_reason() -> None:
+    from core.agents.drafting import _aider_error
+
+    sent = "Create a DAG.\nIf the Bash command failed, retry it.\n"
+    output = (
+        "Aider v0.86.2\nIf the Bash command failed, retry it.\nThe task failed because of x\n"
+        "litellm.APIConnectionError: OpenAIException - Connection error.\nRetrying in 0.2 seconds"
+    )
+    assert _aider_error(output, sent).startswith("litellm.APIConnectionError")
+    assert _aider_error("If the Bash command failed, retry it.\nerror in the plan", sent) is None

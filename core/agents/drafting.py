@@ -41,7 +41,7 @@ REPLY_KEPT = 600  # characters of the model's reply kept in a failure message
 DIFF_BLOCK = re.compile(r"```[ \t]*(?:diff|patch|udiff)[ \t]*\n(.*?)```", re.DOTALL)
 # Lines that Aider or LiteLLM print about a failure (not the model's echoed text).
 _AIDER_ERROR = re.compile(
-    r"^(litellm\.\w+|openai\.\w+|\w+Error:|\w+Exception:|The API provider|Retrying in|"
+    r"^(litellm\.\w+|openai\.\w+|\w+Error:|\w+Exception:|The API provider|"
     r"Model .* has hit a token limit|Unable to|Error: )",
 )
 
@@ -143,9 +143,8 @@ def _aider_error(output: str, sent: str) -> str | None:
     """The last line Aider or LiteLLM printed about an error, never a line of our own message
     or of the model's text that Aider echoes."""
     ours = {line.strip() for line in sent.splitlines() if line.strip()}
-    for line in reversed([x.strip() for x in output.splitlines() if x.strip()]):
-        if line in ours:
-            continue
+    lines = [x.strip() for x in output.splitlines() if x.strip() and x.strip() not in ours]
+    for line in reversed(lines):
         if _AIDER_ERROR.search(line):
             return line[:240]
     return None
