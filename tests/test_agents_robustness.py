@@ -98,3 +98,42 @@ async def test_no_override_decision_is_logged_when_none_was_given(wb: Any, repo:
     logged = await decisions(wb, run.session_id)
     assert "override" not in {d.decision_type for d in logged}
     assert "[200 override] allow: no override given" in run.messages[3].content
+
+
+def test_the_models_approach_is_bounded_deduplicated_and_garbage_dropped() -> None:
+    from core.agents.delegation import bounded_lines
+
+    looping = "Use SSHOperator on hv1.\n" * 400 + "Run virsh pool-list.\n"
+    lines, note = bounded_lines(looping, 6, 800)
+    assert lines == ["Use SSHOperator on hv1.", "Run virsh pool-list."] and note
+    lines, note = bounded_lines("```python\nimport os\n```\n}}}} {{{{ #### ))))", 6, 800)
+    assert lines == [] and note
+    many = "\n".join(f"Step {i}: do thing number {i} on the hypervisor" for i in range(50))
+    lines, note = bounded_lines(many, 6, 800)
+    assert len(lines) == 6 and note is None and sum(map(len, lines)) <= 800
+
+
+async def test_a_looping_brief_reaches_the_developer_bounded(wb: Any, repo: Path) -> None:
+    task = "Create a DAG that runs the nightly health check command on the hypervisors over SSH"
+    loop = "Use the SSHOperator with ssh_conn_id hv1 to run the health check.\n" * 300
+    with ScriptedLLM([brief(loop), dev(SSH_DAG)]) as llm:
+        run = await service(wb, llm, repo).run_task(task)
+        developer_prompt = llm.chat_requests[1].last_user
+    assert run.action == "delegated", run.summary
+    assert developer_prompt.count("Use the SSHOperator with ssh_conn_id hv1") == 1, developer_prompt
+    assert len(developer_prompt) < 6000
+    assert llm.chat_requests[0].body["max_tokens"] <= 200  # the brief's own bound
+
+
+async def test_a_retry_shows_the_rejected_draft_and_its_errors(wb: Any, repo: Path) -> None:
+    broken = SSH_DAG.replace("with DAG(", "x = json.dumps({})\nwith DAG(")
+    with ScriptedLLM([dev(broken), dev(SSH_DAG)]) as llm:
+        agents = service(wb, llm, repo, **{"agents.llm_attempts": 2})
+        run = await agents.override(
+            None, "Write dags/hv_ssh.py with one SSHOperator task", reason="t",
+            files=["dags/hv_ssh.py"],
+        )  # fmt: skip
+        retry = llm.chat_requests[1].last_user
+    assert run.proposal.status == "proposed" and run.proposal.validation_ok
+    assert "Your previous answer was rejected" in retry
+    assert "name 'json' is not defined" in retry and "x = json.dumps({})" in retry

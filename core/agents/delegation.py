@@ -163,14 +163,7 @@ class Delegating(ManagerBase):
             f"Files to change: {', '.join(work.files)}"
             + (f" (new: {', '.join(work.new_files)})" if work.new_files else ""),
         ]
-        if rp:
-            ops = rp.get("operators") or []
-            lines.append(
-                f"Use the provider {rp['package_name']}: import from {rp['module']}"
-                + (f" (e.g. {ops[0]})" if ops else "")
-                + "."
-            )
-        elif work.recommended_provider:
+        if work.recommended_provider and not rp:  # a required one is named in the order
             lines.append(_provider_line(None, work.recommended_provider) + " (preferred).")
         if work.error:
             lines.append(f"Fix this error: {short(work.error, 600)}")
@@ -369,20 +362,21 @@ def bounded_lines(text: str, max_lines: int, max_chars: int) -> tuple[list[str],
     raw_lines = [x.strip(" -*\t") for x in text.splitlines() if x.strip(" -*\t")]
     for line in raw_lines:
         key = re.sub(r"\W+", " ", line.lower()).strip()
-        if not key or key in seen:
-            continue
+        if not key or key in seen or any(k.startswith(key) for k in seen):
+            continue  # a repeat, or a repeat cut short (the reply stopped at max_tokens)
         seen.add(key)
         line = short(line, 240)
         if total + len(line) > max_chars or len(lines) >= max_lines:
             break
         lines.append(line)
         total += len(line)
+    distinct = len({re.sub(r"\W+", " ", x.lower()).strip() for x in raw_lines})
     letters = sum(c.isalpha() or c.isspace() for c in "".join(lines))
     if not lines:
         return [], "the model wrote nothing usable" if text.strip() else None
     if letters < 0.7 * len("".join(lines)):
         return [], "the model's text was not prose (symbols or code)"
-    if len(raw_lines) >= 6 and len(seen) < len(raw_lines) / 3:
+    if len(raw_lines) >= 6 and distinct < len(raw_lines) / 3:
         return lines[:2], "the model repeated itself; only its first lines were kept"
     return lines, None
 
