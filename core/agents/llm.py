@@ -143,6 +143,18 @@ def _redact(text: str, secret: str | None = None) -> str:
         return text
 
 
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
+_LITELLM_TAIL = re.compile(r"\s*(LiteLLM:|Received Model Group|Available Model Group|"
+                           r"LiteLLM Retried:).*$", re.S)  # fmt: skip
+
+
+def _server_said(exc: BaseException) -> str:
+    """What the server said, without LiteLLM's wrapping (class names twice, fallback notes)."""
+    text = _LITELLM_TAIL.sub("", " ".join(str(exc).split()))
+    text = _LITELLM_PREFIX.sub("", text).strip()
+    return _one_line(Exception(text or type(exc).__name__))
+
+
 def _one_line(exc: BaseException, limit: int = 240) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = " ".join(text.split())
@@ -667,7 +679,7 @@ class LLMClient:
         kind = type(exc).__name__
         tried = ", ".join(f"{r}: {self.deployments[r].describe()}" for r in order)  # type: ignore[union-attr]
         message = (
-            f"LLM call for role '{role}' failed ({kind}: {_one_line(exc)}); tried {tried}; "
+            f"LLM call for role '{role}' failed ({kind}: {_server_said(exc)}); tried {tried}; "
             f"check the server, or set llm.{role}_model / llm.{role}_api_base / llm.timeout"
         )
         return LLMUnavailable(_redact(message, dep.api_key))
