@@ -376,7 +376,7 @@ class AgentsPane(PaneScreen):
             await talk.mount(Bubble(event.speaker, event.kind, event.text))
         if event.kind != "delta":  # progress: the latest step of the running operation
             self.query_one("#agent-state", Label).update(
-                escape(f"running… {event.speaker} ▸ {event.kind}  (Esc cancels)")
+                escape(f"running… {event.speaker} ▸ {event.kind}… Esc to cancel")
             )
         if near_end:
             talk.scroll_end(animate=False)
