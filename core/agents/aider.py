@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.agents.apply import GitError, apply_proposal
+from core.agents.apply import run_git as _git
 from core.agents.budget import Budget
 from core.errors import ConfigError, InputError
 
@@ -120,27 +121,6 @@ def find_aider(config: Any | None = None) -> Path:
 
 
 # -- git helpers ---------------------------------------------------------------------------------
-
-
-async def _git(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
-        cwd=str(cwd),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    rc = proc.returncode if proc.returncode is not None else -1
-    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    if check and rc != 0:
-        first = (stderr.strip() or stdout.strip() or f"exit {rc}").splitlines()[0]
-        raise GitError(f"git {' '.join(args[:2])} failed in {cwd}: {first}")
-    return rc, stdout, stderr
 
 
 def _existing_dir(repo: Path | str) -> Path:

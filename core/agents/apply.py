@@ -35,9 +35,10 @@ class Applied:
     kept_uncommitted: tuple[str, ...]  # files of the proposal that still hold other edits
 
 
-async def _git(
+async def run_git(
     cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
 ) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of one git command; GitError when it fails and ``check``."""
     proc = await asyncio.create_subprocess_exec(
         "git", *args, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -59,7 +60,7 @@ async def _root(repo: Path | str) -> Path:
     path = await asyncio.to_thread(_resolved, repo)
     if not await asyncio.to_thread(path.is_dir):
         raise InputError(f"repository {repo} is not a directory; pass the DAG repository path")
-    rc, out, _ = await _git(path, "rev-parse", "--show-toplevel", check=False)
+    rc, out, _ = await run_git(path, "rev-parse", "--show-toplevel", check=False)
     if rc != 0:
         raise InputError(f"{repo} is not inside a git repository; run 'git init' and commit first")
     return Path(out.strip())
@@ -98,12 +99,14 @@ async def apply_exactly(
         patch = Path(tmp) / "proposal.diff"
         text = diff if diff.endswith("\n") else diff + "\n"
         await asyncio.to_thread(patch.write_text, text, encoding="utf-8")
-        _, numstat, _ = await _git(root, "apply", "--numstat", "-z", str(patch))
+        _, numstat, _ = await run_git(root, "apply", "--numstat", "-z", str(patch))
         paths = _numstat_paths(numstat)
-        _, head, _ = await _git(root, "rev-parse", "HEAD")
+        _, head, _ = await run_git(root, "rev-parse", "HEAD")
         head = head.strip()
         if base_commit and base_commit != head:
-            _, moved, _ = await _git(root, "diff", "--name-only", base_commit, head, "--", *paths)
+            _, moved, _ = await run_git(
+                root, "diff", "--name-only", base_commit, head, "--", *paths
+            )
             if moved.strip():
                 raise InputError(
                     f"{', '.join(moved.split())} changed in a commit since the proposal was made "
@@ -111,13 +114,13 @@ async def apply_exactly(
                     "applied: ask for a new proposal"
                 )
         if commit:
-            _, staged, _ = await _git(root, "diff", "--cached", "--name-only", "--", *paths)
+            _, staged, _ = await run_git(root, "diff", "--cached", "--name-only", "--", *paths)
             if staged.strip():
                 raise InputError(
                     f"{', '.join(staged.split())} has staged changes that would ride along in the "
                     "proposal's commit; commit or unstage them (git restore --staged), then approve"
                 )
-        rc, out, err = await _git(root, "apply", "--check", "--whitespace=nowarn", str(patch),
+        rc, out, err = await run_git(root, "apply", "--check", "--whitespace=nowarn", str(patch),
                                   check=False)  # fmt: skip
         if rc != 0:
             first = (err.strip() or out.strip() or f"exit {rc}").splitlines()[0]
@@ -129,26 +132,27 @@ async def apply_exactly(
         new_commit = None
         if commit:
             new_commit = await _commit_only(root, patch, head, message or "", Path(tmp))
-        await _git(root, "apply", "--whitespace=nowarn", str(patch))
+        await run_git(root, "apply", "--whitespace=nowarn", str(patch))
         if commit:
-            await _git(root, "apply", "--cached", "--whitespace=nowarn", str(patch))
-    _, dirty, _ = await _git(root, "diff", "--name-only", "HEAD", "--", *paths)
+            await run_git(root, "apply", "--cached", "--whitespace=nowarn", str(patch))
+    _, dirty, _ = await run_git(root, "diff", "--name-only", "HEAD", "--", *paths)
     return Applied(new_commit, tuple(paths), tuple(dirty.split()) if commit else ())
 
 
 async def _commit_only(root: Path, patch: Path, head: str, message: str, tmp: Path) -> str:
     """A commit of HEAD plus the patch alone, built in a temporary index; HEAD moved to it."""
     env = {**os.environ, "GIT_INDEX_FILE": str(tmp / "index")}
-    await _git(root, "read-tree", head, env=env)
-    rc, _, err = await _git(root, "apply", "--cached", "--whitespace=nowarn", str(patch), env=env,
-                            check=False)  # fmt: skip
+    await run_git(root, "read-tree", head, env=env)
+    rc, _, err = await run_git(
+        root, "apply", "--cached", "--whitespace=nowarn", str(patch), env=env, check=False
+    )
     if rc != 0:
         raise InputError(
             f"the proposal does not apply to HEAD ({err.strip().splitlines()[0] if err else rc}); "
             "nothing was applied: ask for a new proposal"
         )
-    _, tree, _ = await _git(root, "write-tree", env=env)
-    rc, sha, err = await _git(root, "commit-tree", tree.strip(), "-p", head, "-m", message,
+    _, tree, _ = await run_git(root, "write-tree", env=env)
+    rc, sha, err = await run_git(root, "commit-tree", tree.strip(), "-p", head, "-m", message,
                               check=False)  # fmt: skip
     if rc != 0:
         raise GitError(
@@ -156,7 +160,7 @@ async def _commit_only(root: Path, patch: Path, head: str, message: str, tmp: Pa
             " nothing was applied (set git user.name and user.email there?)"
         )
     sha = sha.strip()
-    rc, _, _ = await _git(root, "update-ref", "-m", "qwb agent: apply proposal", "HEAD", sha,
+    rc, _, _ = await run_git(root, "update-ref", "-m", "qwb agent: apply proposal", "HEAD", sha,
                           head, check=False)  # fmt: skip
     if rc != 0:
         raise InputError(
