@@ -224,3 +224,13 @@ def test_only_aider_and_litellm_error_lines_count_as_the_reason() -> None:
     )
     assert _aider_error(output, sent).startswith("litellm.APIConnectionError")
     assert _aider_error("If the Bash command failed, retry it.\nerror in the plan", sent) is None
+
+
+def test_aider_is_told_the_servers_real_context(tmp_path: Path) -> None:
+    import json
+
+    from core.agents.aider import _sandbox
+
+    _, metadata, _, _ = _sandbox(tmp_path, "openai/smollm2", 8192, 1024)
+    info = json.loads(metadata.read_text())["openai/smollm2"]
+    assert (info["max_input_tokens"], info["max_output_tokens"]) == (8192, 1024)

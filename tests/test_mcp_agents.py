@@ -9,6 +9,7 @@ refusals (it never opens the workbench).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -503,3 +504,33 @@ def test_agent_calls_send_progress_notifications(mcp: Mcp, llm: ScriptedLLM, rep
     assert [p for p, _ in seen] == sorted(p for p, _ in seen)  # progress only grows
     proposal = res.structured_content["proposal"]
     mcp.ok("reject_proposal", {"ref": proposal["id"], "reason": "test of progress only"})
+
+
+def test_a_client_that_gives_up_leaves_the_session_interrupted(
+    mcp: Mcp, llm: ScriptedLLM, repo: Path
+) -> None:
+    """The client's timeout sends notifications/cancelled: the run is recorded as interrupted,
+    not left 'active' with pending decisions (issue 16, point 3)."""
+    from tests.llm_server import HANG
+
+    task = "Create a DAG that runs the weekly health check command on the hypervisors over SSH"
+    llm.add(Match("Write the Developer's instruction", HANG, on="system"))
+    asked = len(llm.chat_requests)
+    with pytest.raises(Exception):  # noqa: B017 - the client's own timeout error
+        mcp.portal.call(
+            lambda: mcp.session.call_tool(
+                "delegate_to_developer", {"task": task}, read_timeout_seconds=8
+            )
+        )
+    assert len(llm.chat_requests) == asked + 1  # it was waiting on the model
+    deadline = time.monotonic() + 60
+    while True:
+        sessions = mcp.ok("get_agent_status", {})["sessions"]
+        mine = [s for s in sessions if s["title"] == task]
+        if mine and mine[0]["status"] == "interrupted" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # polling a condition with a deadline
+    assert mine and mine[0]["status"] == "interrupted", mine
+    detail = mcp.ok("get_agent_status", {"session_id": mine[0]["id"]})
+    assert detail["messages"][-1]["kind"] == "interrupted"
+    assert [d for d in detail["decisions"] if d["outcome"] == "pending"] == []
