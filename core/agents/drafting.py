@@ -11,6 +11,7 @@ what they are, with the model's own words kept, never as "validation failed".
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from pathlib import Path
@@ -119,7 +120,8 @@ async def with_aider(
     validation = None
     if result.has_changes:
         contents = await contents_after(root, base, result.diff, files)
-        validation = validate_files(
+        validation = await asyncio.to_thread(  # CPU work (pyflakes, the module index)
+            validate_files,
             contents,
             required_module(order),
             originals=await _originals(root, base, files),
@@ -282,7 +284,8 @@ async def with_llm(
             continue
         contents = await contents_after(root, base, diff, [path]) if as_diff else None
         new_code = contents[path] if contents else extract_python(text)
-        validation = validate_files(
+        validation = await asyncio.to_thread(  # CPU work (pyflakes, the module index)
+            validate_files,
             {path: new_code},
             required_module(order),
             originals={path: current},
