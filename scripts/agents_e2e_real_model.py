@@ -147,9 +147,9 @@ class Env:
             XDG_CONFIG_HOME=str(work / "config"),
             XDG_CACHE_HOME=str(work / "cache"),
             LITELLM_LOCAL_MODEL_COST_MAP="True",
-            QWB_LLM_MANAGER_MODEL="openai/smollm2",
+            QWB_LLM_MANAGER_MODEL=f"openai/{args.model}",
             QWB_LLM_MANAGER_API_BASE=api_base,
-            QWB_LLM_DEVELOPER_MODEL="openai/smollm2",
+            QWB_LLM_DEVELOPER_MODEL=f"openai/{args.model}",
             QWB_LLM_DEVELOPER_API_BASE=api_base,
             QWB_LLM_FALLBACKS="false",
             QWB_LLM_TIMEOUT=str(args.call_timeout),
@@ -179,14 +179,14 @@ def stopped_by(result: dict[str, Any] | None, error: str) -> str:
     if result is None:
         return "error"
     proposal = result.get("proposal") or {}
-    if result.get("action") == "escalated":
-        return "escalation"
-    if result.get("action") == "plan" or result.get("status") == "waiting_approval":
-        return "approval"
-    if proposal.get("validation_ok") is False or "validation failed" in text:
-        return "validation"
     if proposal.get("status") == "applied":
         return "approval (applied)"
+    if proposal.get("validation_ok") is False or "validation failed" in text:
+        return "validation"
+    if result.get("action") == "escalated":
+        return "escalation"
+    if result.get("status") == "waiting_approval":
+        return "approval (waiting)"
     return result.get("status") or "?"
 
 
@@ -335,10 +335,12 @@ def check_drafts(repo: Path) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llm-venv", type=Path, required=True)
+    parser.add_argument("--llm-venv", type=Path, default=None)
+    parser.add_argument("--api-base", default=None, help="use this running server (…/v1)")
     parser.add_argument("--gguf", type=Path, default=None)
     parser.add_argument("--port", type=int, default=18780)
     parser.add_argument("--n-ctx", type=int, default=8192)
+    parser.add_argument("--model", default="smollm2", help="the name the server serves")
     parser.add_argument("--modes", default="aider,llm")
     parser.add_argument("--fronts", default="cli,mcp")
     parser.add_argument("--paths", default=",".join(PATHS))
@@ -353,12 +355,20 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="qwb-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "transcripts").mkdir(exist_ok=True)
-    gguf = args.gguf or find_gguf(args.llm_venv)
-    print(f"work dir {work}; model {gguf.name}; server 127.0.0.1:{args.port} n_ctx {args.n_ctx}")
-    server = start_server(args.llm_venv, gguf, args.port, args.n_ctx, work / "llama-server.log")
+    server = None
+    if args.api_base:
+        api_base = args.api_base
+        print(f"work dir {work}; server {api_base} (already running)")
+    else:
+        if args.llm_venv is None:
+            raise SystemExit("give --llm-venv (a venv with llama-cpp-python[server]) or --api-base")
+        gguf = args.gguf or find_gguf(args.llm_venv)
+        print(f"work dir {work}; model {gguf.name}; server 127.0.0.1:{args.port} "
+              f"n_ctx {args.n_ctx}")  # fmt: skip
+        server = start_server(args.llm_venv, gguf, args.port, args.n_ctx, work / "llama.log")
+        api_base = f"http://127.0.0.1:{args.port}/v1"
     rows: list[dict[str, Any]] = []
     try:
-        api_base = f"http://127.0.0.1:{args.port}/v1"
         seed = Env(work, api_base, work, "llm", args)
         started = time.monotonic()
         ingest = seed.qwb("ingest", str(args.corpus))
@@ -381,8 +391,9 @@ def main() -> None:
                 passed, broken = check_drafts(repo)
                 print(f"  {mode}/{front}: {passed} applied drafts re-checked, {broken} broken")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
     _summary(rows, work)
 
 
