@@ -299,9 +299,11 @@ def run_mcp(env: Env, name: str, spec: dict[str, Any], out: Path) -> dict[str, A
                             progress_callback=on_progress,
                         )  # fmt: skip
                         texts.append(more.content[0].text)
-                        data = (more.structured_content or {}).get("run") or {
+                        approved = more.structured_content or {}
+                        data = approved.get("run") or {
                             **data,
-                            "proposal": (more.structured_content or {}).get("proposal"),
+                            "proposal": approved.get("proposal"),
+                            "status": approved.get("status", data.get("status")),
                         }
                     return (res, texts, data), elapsed
 
