@@ -108,6 +108,10 @@ def test_the_models_approach_is_bounded_deduplicated_and_garbage_dropped() -> No
     assert lines == ["Use SSHOperator on hv1.", "Run virsh pool-list."] and note
     lines, note = bounded_lines("```python\nimport os\n```\n}}}} {{{{ #### ))))", 6, 800)
     assert lines == [] and note
+    # what SmolLM2-135M wrote as its approach: headings, numbers, the prompt's context echoed
+    prompt = "Context:\n- [guide] Qubinode Workbench Documentation: https://docs.example/wb"
+    echoed = "#\n## 1.\n### 2.\n- [guide] Qubinode Workbench Documentation: https://docs.example/wb"
+    assert bounded_lines(echoed, 6, 800, prompt)[0] == []
     many = "\n".join(f"Step {i}: do thing number {i} on the hypervisor" for i in range(50))
     lines, note = bounded_lines(many, 6, 800)
     assert len(lines) == 6 and note is None and sum(map(len, lines)) <= 800

@@ -401,8 +401,10 @@ def _model_reply(history: Path) -> str:
         return ""
     # Aider writes user turns as "#### ..." lines; the model's reply follows the last one.
     parts = re.split(r"^#### .*$", text, flags=re.M)
-    reply = parts[-1].strip() if len(parts) > 1 else ""
-    return reply[-REPLY_CHARS:]
+    reply = parts[-1] if len(parts) > 1 else ""
+    # Aider's own notes in the history are quoted ("> Tokens: ..."); the model's text is not
+    kept = [line for line in reply.splitlines() if not line.startswith(">")]
+    return "\n".join(kept).strip()[-REPLY_CHARS:]
 
 
 async def run_aider(

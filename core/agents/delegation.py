@@ -155,7 +155,7 @@ class Delegating(ManagerBase):
         raw, usage = await self._stream_manager(
             conv, MANAGER_BRIEF_SYSTEM, user, max_tokens=BRIEF_MAX_TOKENS, budget=step
         )
-        approach, dropped = bounded_lines(raw, APPROACH_MAX_LINES, APPROACH_MAX_CHARS)
+        approach, dropped = bounded_lines(raw, APPROACH_MAX_LINES, APPROACH_MAX_CHARS, user)
         if dropped:
             usage["approach_dropped"] = dropped
         lines = [
@@ -350,10 +350,15 @@ class Delegating(ManagerBase):
         await self.store.set_state(conv.session_id, "failed")
 
 
-def bounded_lines(text: str, max_lines: int, max_chars: int) -> tuple[list[str], str | None]:
-    """A model's free text as at most ``max_lines`` distinct lines of prose (code fences,
-    repeats and overlong lines removed); and why it was dropped, when nothing usable is left."""
+def bounded_lines(
+    text: str, max_lines: int, max_chars: int, prompt: str = ""
+) -> tuple[list[str], str | None]:
+    """A model's free text as at most ``max_lines`` distinct lines of prose: code fences,
+    repeats, bare headings and numbers, and lines that only echo ``prompt`` are removed; and
+    why it was dropped, when nothing usable is left."""
     import re
+
+    echo = re.sub(r"\W+", " ", prompt.lower())
 
     text = re.sub(r"```.*?(```|$)", " ", text or "", flags=re.DOTALL)
     seen: set[str] = set()
@@ -364,6 +369,9 @@ def bounded_lines(text: str, max_lines: int, max_chars: int) -> tuple[list[str],
         key = re.sub(r"\W+", " ", line.lower()).strip()
         if not key or key in seen or any(k.startswith(key) for k in seen):
             continue  # a repeat, or a repeat cut short (the reply stopped at max_tokens)
+        if len(re.findall(r"[a-z]{2,}", key)) < 3 or (len(key) >= 20 and key in echo):
+            seen.add(key)
+            continue  # "## 1.", a bare number, or the prompt's own text coming back
         seen.add(key)
         line = short(line, 240)
         if total + len(line) > max_chars or len(lines) >= max_lines:
