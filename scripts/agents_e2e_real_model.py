@@ -176,9 +176,14 @@ def stopped_by(result: dict[str, Any] | None, error: str) -> str:
         return "empty reply"
     if "server" in text and ("stopped answering" in text or "reachable" in text):
         return "server"
+    proposal = (result or {}).get("proposal") or {}
+    said = text + " " + str(proposal.get("error") or "").lower()
+    if "cut at llm.max_tokens" in said:
+        return "max_tokens"
+    if "made no change" in said or "proposed no change" in said:
+        return "no change"
     if result is None:
         return "error"
-    proposal = result.get("proposal") or {}
     if proposal.get("status") == "applied":
         return "approval (applied)"
     if proposal.get("validation_ok") is False or "validation failed" in text:
