@@ -150,7 +150,28 @@ async def _llm_checks(config: Config) -> list[dict[str, Any]]:
             )
         out.append({"name": f"llm {role}", "ok": bool(reachable), "detail": detail,
                     "required": False})  # fmt: skip
+    out.append(_developer_mode_check(config))
     return out
+
+
+def _developer_mode_check(config: Config) -> dict[str, Any]:
+    """Which way the Developer agent makes changes: Aider (which binary) or the LLM directly."""
+    from core.agents.developer import Developer
+    from core.errors import QwbError
+
+    wanted = config.get("agents.developer_mode")
+    try:
+        mode = Developer(config, None).mode()
+    except QwbError as exc:
+        return {"name": "developer mode", "ok": False, "required": False,
+                "detail": f"{wanted}: {exc}"}  # fmt: skip
+    if mode == "aider":
+        from core.agents.aider import find_aider
+
+        detail = f"aider ({find_aider(config)}; agents.developer_mode={wanted})"
+    else:
+        detail = f"llm: the developer model writes the file (agents.developer_mode={wanted})"
+    return {"name": "developer mode", "ok": True, "detail": detail, "required": False}
 
 
 @click.command("doctor")

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
@@ -92,15 +93,44 @@ def get_config(ctx: click.Context | None = None) -> Config:
         raise  # unreachable
 
 
-def run_async(coro: Awaitable[T]) -> T:
-    """Run a coroutine; QwbError becomes one red line and exit 1, Ctrl-C exits 130."""
+class _Terminated(Exception):
+    """SIGTERM arrived; the work was cancelled and cleaned up."""
+
+
+async def _cancel_on_sigterm(coro: Awaitable[T]) -> T:
+    """SIGTERM cancels the work like Ctrl-C does, so it records what it was doing and stops
+    its child processes instead of dying on the spot."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    installed = False
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
+            installed = True
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return await coro
+    except asyncio.CancelledError as exc:
+        if exc.args and exc.args[0] == "SIGTERM":
+            raise _Terminated() from None
+        raise
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_async(coro: Awaitable[T]) -> T:
+    """Run a coroutine; QwbError becomes one red line and exit 1, Ctrl-C exits 130, SIGTERM
+    (after the work was cancelled cleanly) 143."""
+    try:
+        return asyncio.run(_cancel_on_sigterm(coro))
     except QwbError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         click.secho("interrupted", fg="yellow", err=True)
         raise SystemExit(130) from None
+    except _Terminated:
+        click.secho("terminated", fg="yellow", err=True)
+        raise SystemExit(143) from None
     raise AssertionError("unreachable")
 
 
@@ -135,10 +165,17 @@ async def unless_database_stops(db: Any, work: Awaitable[T]) -> T:
         with contextlib.suppress(BaseException):
             await task
         raise SystemExit(1)
+    except asyncio.CancelledError as exc:
+        task.cancel(*exc.args[:1])  # the reason (e.g. "SIGTERM") reaches the work
+        raise
     finally:
         for pending in (watch, task):
-            if not pending.done():
+            if not pending.done() and not pending.cancelling():
                 pending.cancel()
+        # Let the work wind down (an interrupted agent run records that) before the caller
+        # closes the database under it.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.gather(watch, task, return_exceptions=True)
 
 
 def to_jsonable(value: Any) -> Any:

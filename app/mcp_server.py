@@ -306,6 +306,9 @@ class McpApp:
             )
         session_id = (ctx.lifespan_context or {}).get("session_id") or new_session_id()
         started = time.perf_counter()
+        from app.mcp_tools.registry import current_progress
+
+        current_progress.set(getattr(ctx.session, "report_progress", None))  # per-call context
         try:
             result = await self.call(spec, params.arguments, session_id)
         except Exception as exc:

@@ -57,14 +57,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "developer_model": "ollama_chat/granite-code:8b",
         "developer_api_base": "http://127.0.0.1:11434",
         "api_key": None,
-        "timeout": 120.0,
+        "timeout": 120.0,  # wall-clock budget of one LLM call, streamed or not (seconds)
+        "max_tokens": 2048,  # most tokens one call may write
+        "manager_context": None,  # the servers' context windows (tokens); unset -> asked from
+        "developer_context": None,  # the server (llama.cpp /props, Ollama /api/show) or learned
         "retries": 1,
         "fallbacks": True,
+        "probe_timeout": 5.0,  # seconds a status probe waits for the server
+        "probe_models": False,  # also GET /models (cuts a generation on llama-cpp-python)
     },
     "agents": {
         "dag_repo": None,
         "aider_bin": None,
         "aider_timeout": 600.0,
+        "step_timeout": 600.0,  # wall-clock budget of one step (a brief, a plan, a proposal)
+        "run_timeout": 1800.0,  # wall-clock budget of one run, approve or override
+        "whole_file_max_lines": 300,  # LLM mode: longer files are changed by a unified diff
         "auto_approve_confidence": None,  # e.g. 0.8: auto-apply proposals at or above it
         "plans_dir": "docs/plans",
         "developer_mode": "auto",  # auto (Aider when found, else LLM) | aider | llm
@@ -132,6 +140,8 @@ TYPES: dict[tuple[str, str], type] = {
     ("embedding", "api_base"): str,
     ("embedding", "onnx_dir"): str,
     ("llm", "api_key"): str,
+    ("llm", "manager_context"): int,
+    ("llm", "developer_context"): int,
     ("agents", "dag_repo"): str,
     ("agents", "aider_bin"): str,
     ("agents", "auto_approve_confidence"): float,

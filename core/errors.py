@@ -42,3 +42,15 @@ class ModelMismatchError(QwbError):
 
 class LLMUnavailable(QwbError):
     """No LLM is configured or reachable for a role."""
+
+
+class BudgetExceeded(QwbError):
+    """A call, step or run went past its wall-clock budget and was stopped."""
+
+
+class ContextOverflow(LLMUnavailable):
+    """The prompt does not fit the server's context window."""
+
+
+class EmptyReply(LLMUnavailable):
+    """The model answered nothing."""

@@ -370,7 +370,14 @@ class AgentsPane(PaneScreen):
         elif event.streamed and event.speaker in self.live:
             self.live.pop(event.speaker).finish(event.kind, event.text)
         else:
+            if event.speaker in self.live:  # the streamed text was a draft of what follows
+                live = self.live.pop(event.speaker)
+                live.finish("draft", live.body)
             await talk.mount(Bubble(event.speaker, event.kind, event.text))
+        if event.kind != "delta":  # progress: the latest step of the running operation
+            self.query_one("#agent-state", Label).update(
+                escape(f"running… {event.speaker} ▸ {event.kind}… Esc to cancel")
+            )
         if near_end:
             talk.scroll_end(animate=False)
 

@@ -19,7 +19,15 @@ message (or system prompt) matches its regex. Steps:
 - ``Match(r"regex", step, on="user"|"system"|"any", repeat=False)``: a rule;
 - ``Error(status, message)``: an HTTP error with an OpenAI-style error body;
 - ``HANG``: never answer; the handler blocks until the server is closed (to test timeouts
-  without sleeping in the test).
+  without sleeping in the test);
+- ``Stream(text, pause_after=n, release=event)``: stream the first ``n`` words, wait for
+  ``event`` (or the server's close), then the rest; ``Stream(text, every=s)``: one word every
+  ``s`` seconds (a model that keeps writing).
+
+``ScriptedLLM(single_slot=True)`` behaves like llama-cpp-python's server: a request that needs
+the model (``GET /v1/models``, a completion) cuts short the stream in progress, which then ends
+at once with ``[DONE]``; ``/health`` and ``/props`` do not. ``n_ctx=N`` serves ``/props`` like
+llama.cpp and refuses prompts longer than N (estimated) tokens with llama.cpp's message.
 
 When no step accepts a request the server answers 500 with a message saying so (and records it
 in ``failures``). Every request is recorded (method, path, headers, JSON body) in ``requests``.
@@ -49,6 +57,7 @@ import pytest
 
 __all__ = [
     "HANG",
+    "Stream",
     "Error",
     "Match",
     "RecordedRequest",
@@ -66,6 +75,16 @@ class _Hang:
 
 
 HANG = _Hang()
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed reply that pauses (see the module docstring)."""
+
+    text: str
+    pause_after: int | None = None
+    release: threading.Event | None = None
+    every: float | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +222,7 @@ def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
 def _check_step(step: Any) -> Any:
     if isinstance(step, Match):
         _check_step(step.step)
-    elif not isinstance(step, Error | _Hang):
+    elif not isinstance(step, Error | _Hang | Stream):
         _as_reply(step)
     return step
 
@@ -215,7 +234,19 @@ def _count_tokens(text: str) -> int:
 class ScriptedLLM:
     """The scripted server. Start with ``with ScriptedLLM(script) as llm:`` or ``.start()``."""
 
-    def __init__(self, script: list[Any] | None = None, *, models: tuple[str, ...] = ("scripted",)):
+    def __init__(
+        self,
+        script: list[Any] | None = None,
+        *,
+        models: tuple[str, ...] = ("scripted",),
+        single_slot: bool = False,
+        n_ctx: int | None = None,
+    ):
+        self.single_slot = single_slot
+        self.n_ctx = n_ctx
+        self.streaming = 0
+        self.interrupt = threading.Event()
+        self.interrupted_streams = 0
         self._script: list[Any] = [_check_step(s) for s in (script or [])]
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -307,6 +338,11 @@ class ScriptedLLM:
         with self._lock:
             self.requests.append(request)
 
+    def _touch_slot(self) -> None:
+        """A request that needs the model: on a single-slot server it cuts the stream."""
+        if self.single_slot and self.streaming:
+            self.interrupt.set()
+
     def _wait_closed(self) -> None:
         self._closing.wait()
 
@@ -361,6 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._read()
         owner = self.server_owner
         if request.path in {"/v1/models", "/models"}:
+            owner._touch_slot()
             now = int(time.time())
             data = [
                 {"id": m, "object": "model", "created": now, "owned_by": "scripted"}
@@ -373,6 +410,8 @@ class _Handler(BaseHTTPRequestHandler):
                 for m in owner.models
             ]
             self._json(200, {"models": models})
+        elif request.path == "/props" and owner.n_ctx:
+            self._json(200, {"default_generation_settings": {"n_ctx": owner.n_ctx}})
         else:
             self._json(404, {"error": {"message": f"no route GET {request.path}"}})
 
@@ -387,6 +426,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, request: RecordedRequest, *, ollama: bool) -> None:
         owner = self.server_owner
+        owner._touch_slot()
+        if owner.n_ctx and _count_tokens(request.all_text) * 2 > owner.n_ctx:
+            wanted = _count_tokens(request.all_text) * 2
+            self._error(400, f"This model's maximum context length is {owner.n_ctx} tokens. "
+                        f"However, you requested {wanted} tokens", ollama)  # fmt: skip
+            return
         found, step = owner._take(request)
         if not found:
             message = (
@@ -403,6 +448,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if isinstance(step, Error):
             self._error(step.status, step.message, ollama)
+            return
+        if isinstance(step, Stream):
+            self._paced(step, request)
             return
         reply = _as_reply(step)
         owner.replies_served += 1
@@ -426,6 +474,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._sse(reply, model, usage)
         else:
             self._completion(reply, model, usage)
+
+    def _paced(self, step: Stream, request: RecordedRequest) -> None:
+        """SSE chunks of ``step.text``, paused or paced; cut short by a slot-touching request."""
+        owner = self.server_owner
+        body = request.body if isinstance(request.body, dict) else {}
+        ident, model = f"chatcmpl-{uuid.uuid4().hex[:12]}", body.get("model") or owner.models[0]
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            payload = {"id": ident, "object": "chat.completion.chunk", "created": 0,
+                       "model": model, "choices": [{"index": 0, "delta": delta,
+                                                    "finish_reason": finish}]}  # fmt: skip
+            return f"data: {json.dumps(payload)}\n\n"
+
+        owner.interrupt.clear()
+        with owner._lock:
+            owner.streaming += 1
+        try:
+            self._start_stream("text/event-stream")
+            for index, piece in enumerate(_pieces(step.text)):
+                if step.pause_after is not None and index == step.pause_after:
+                    while not (step.release and step.release.wait(0.05)):
+                        if owner._closing.is_set() or owner.interrupt.is_set():
+                            break
+                if step.every:
+                    owner._closing.wait(step.every)
+                if owner.interrupt.is_set() or owner._closing.is_set():
+                    owner.interrupted_streams += 1
+                    break
+                self._write(chunk({"content": piece}))
+            self._write(chunk({}, "stop"))
+            self._write("data: [DONE]\n\n")
+        except OSError:
+            pass  # the client went away
+        finally:
+            with owner._lock:
+                owner.streaming -= 1
 
     def _error(self, status: int, message: str, ollama: bool) -> None:
         if ollama:

@@ -91,3 +91,20 @@ def test_no_llm_reachable_is_one_clear_line(db_url: str, repo: Path) -> None:
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith("error: no LLM reachable for the manager")
     assert run.stdout == ""
+
+
+async def test_a_failing_llm_is_one_line_without_litellm_log_blocks(
+    wb: Any, db_url: str, repo: Path
+) -> None:
+    """LiteLLM logs multi-line ERROR blocks of its own; the terminal gets qwb's one line."""
+    from tests.llm_server import Error
+
+    with ScriptedLLM([Error(500, "model crashed: CUDA out of memory\nline two")]) as llm:
+        environ = env(db_url, llm.api_base, repo)
+        run = qwb(environ, "agent", "run", TASK)
+    assert run.returncode == 1
+    lines = [x for x in run.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert "model crashed" in lines[0]
+    for noise in ("LiteLLM", "Traceback", "Give Feedback", "litellm."):
+        assert noise not in run.stderr.replace("LLM call", ""), run.stderr

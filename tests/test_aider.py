@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from core.agents.aider import (
     find_aider,
     run_aider,
 )
+from core.agents.budget import Budget
 from core.errors import InputError
 from tests.conftest import make_config
 from tests.llm_server import HANG, ScriptedLLM
@@ -140,12 +143,27 @@ async def test_stale_proposal_is_refused_and_leaves_the_tree_alone(repo: Path) -
 
 @needs_aider
 async def test_timeout_kills_aider_and_changes_nothing(repo: Path) -> None:
+    """The budget runs out while Aider waits on the model (not during its start-up, whose length
+    depends on the machine's load): Aider is killed, nothing changes."""
     before = snapshot(repo)
+    budget = Budget(600, "Aider", "agents.aider_timeout")
     with ScriptedLLM([HANG]) as llm:
-        result = await run_aider(
-            repo, ["calc.py"], "Add sub.", model="scripted", api_base=llm.api_base, timeout=5
+        run = asyncio.create_task(
+            run_aider(
+                repo,
+                ["calc.py"],
+                "Add sub.",
+                model="scripted",
+                api_base=llm.api_base,
+                budget=budget,
+            )  # fmt: skip
         )
+        deadline = time.monotonic() + 300
+        while not llm.chat_requests and not run.done() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # polling a condition: Aider reaching the server
         assert llm.chat_requests, "Aider never reached the server"
+        budget.expire_after(0)
+        result = await run
     assert result.timed_out and result.returncode is None and not result.ok
     assert result.diff == "" and result.changed_files == ()
     assert snapshot(repo) == before
@@ -172,3 +190,47 @@ def test_find_aider_honours_config(tmp_path: Path) -> None:
         find_aider(make_config(**{"agents.aider_bin": str(tmp_path / "missing")}))
     if AIDER.is_file():
         assert find_aider(make_config()) == AIDER
+
+
+async def test_a_server_that_dies_during_aider_is_reported_fast_and_as_such(repo: Path) -> None:
+    """Aider retries a dead server for about a minute; the watchdog stops it in seconds."""
+    before = snapshot(repo)
+    llm = ScriptedLLM([HANG]).start()
+    run = asyncio.create_task(
+        run_aider(
+            repo, ["calc.py"], "Add sub.", model="scripted", api_base=llm.api_base, timeout=600
+        )  # fmt: skip
+    )
+    deadline = time.monotonic() + 300
+    while not llm.chat_requests and not run.done() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.2)  # polling a condition: Aider reaching the server
+    assert llm.chat_requests, "Aider never reached the server"
+    llm.close()  # the server dies while Aider waits on it
+    stopped = time.monotonic()
+    result = await run
+    assert result.server_lost and "ConnectionRefusedError" in result.server_lost
+    assert time.monotonic() - stopped < 30  # not Aider's minute of retries
+    assert not result.ok and result.diff == ""
+    assert snapshot(repo) == before
+
+
+def test_only_aider_and_litellm_error_lines_count_as_the_reason() -> None:
+    from core.agents.drafting import _aider_error
+
+    sent = "Create a DAG.\nIf the Bash command failed, retry it.\n"
+    output = (
+        "Aider v0.86.2\nIf the Bash command failed, retry it.\nThe task failed because of x\n"
+        "litellm.APIConnectionError: OpenAIException - Connection error.\nRetrying in 0.2 seconds"
+    )
+    assert _aider_error(output, sent).startswith("litellm.APIConnectionError")
+    assert _aider_error("If the Bash command failed, retry it.\nerror in the plan", sent) is None
+
+
+def test_aider_is_told_the_servers_real_context(tmp_path: Path) -> None:
+    import json
+
+    from core.agents.aider import _sandbox
+
+    _, metadata, _, _ = _sandbox(tmp_path, "openai/smollm2", 8192, 1024)
+    info = json.loads(metadata.read_text())["openai/smollm2"]
+    assert (info["max_input_tokens"], info["max_output_tokens"]) == (8192, 1024)

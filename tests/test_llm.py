@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from core.agents.llm import LLMClient, LLMReply
-from core.errors import InputError, LLMUnavailable
+from core.errors import BudgetExceeded, InputError, LLMUnavailable
 from tests.conftest import make_config
 from tests.llm_server import HANG, Error, ScriptedLLM
 
@@ -28,6 +28,7 @@ def client_for(
     manager_model: str = "openai/scripted",
     developer_model: str = "openai/scripted",
     api_key: str | None = None,
+    **more: object,
 ) -> LLMClient:
     def base(server: ScriptedLLM | str | None) -> str | None:
         return server.api_base if isinstance(server, ScriptedLLM) else server
@@ -43,6 +44,7 @@ def client_for(
                 "llm.retries": 0,
                 "llm.timeout": timeout,
                 "llm.api_key": api_key,
+                **{f"llm.{k}": v for k, v in more.items()},
             }
         )
     )
@@ -71,10 +73,10 @@ async def test_complete_returns_reply_and_records_usage() -> None:
         assert reply.latency_s > 0
         assert client.usage_log == [reply]
         assert client.usage_totals()["prompt_tokens"] == 12
-        body = llm.requests[0].body
+        body = llm.chat_requests[0].body
         assert body["messages"] == MESSAGES
         assert body["temperature"] == 0.0 and body["max_tokens"] == 64
-        assert llm.requests[0].headers["authorization"] == "Bearer sk-test-123"
+        assert llm.chat_requests[0].headers["authorization"] == "Bearer sk-test-123"
         assert reply.to_dict()["text"] == reply.text
 
 
@@ -88,7 +90,7 @@ async def test_stream_yields_deltas_then_the_reply() -> None:
         assert final.text == "".join(deltas) == "alpha beta gamma"
         assert final.completion_tokens == 3
         assert client.usage_log == [final]
-        assert llm.requests[0].body["stream"] is True
+        assert llm.chat_requests[0].body["stream"] is True
 
 
 async def test_fallback_when_the_role_server_fails() -> None:
@@ -138,10 +140,10 @@ async def test_both_roles_unreachable_raises() -> None:
             pass
 
 
-async def test_timeout_raises_llm_unavailable() -> None:
+async def test_a_call_past_its_budget_is_stopped() -> None:
     with ScriptedLLM([HANG]) as llm:
         client = client_for(llm, None, fallbacks=False, timeout=1.0)
-        with pytest.raises(LLMUnavailable, match="role 'manager' failed"):
+        with pytest.raises(BudgetExceeded, match="manager model was stopped after 1 s"):
             await client.complete("manager", MESSAGES)
 
 
@@ -158,17 +160,26 @@ async def test_check_and_status() -> None:
         status = await client.status()
         assert set(status) == {"manager", "developer"}
         manager, developer = status["manager"], status["developer"]
-        assert manager.reachable is True and manager.model_available is True and manager.ok
-        assert manager.models == ("scripted",)
+        assert manager.reachable is True and manager.ok
+        assert manager.model_available is None  # not listed: GET /models would take the slot
         assert developer.reachable is False and not developer.ok and developer.error
         assert llm.chat_requests == []  # no completion was spent on a status check
-        assert [r.path for r in llm.requests] == ["/v1/models"]
+        assert [r.path for r in llm.requests] == ["/health"]
         assert manager.to_dict()["ok"] is True
+
+
+async def test_check_lists_the_models_when_asked() -> None:
+    with ScriptedLLM([], models=("scripted",)) as llm:
+        client = client_for(llm, None, probe_models=True)
+        status = await client.check("manager")
+        assert status.model_available is True and status.models == ("scripted",)
+        assert [r.path for r in llm.requests] == ["/v1/models"]
 
 
 async def test_check_reports_a_model_the_server_does_not_serve() -> None:
     with ScriptedLLM([], models=("llama3",)) as llm:
-        status = await client_for(llm, manager_model="openai/granite").check("manager")
+        client = client_for(llm, manager_model="openai/granite", probe_models=True)
+        status = await client.check("manager")
         assert status.reachable is True and status.model_available is False
         assert "granite" in (status.error or "")
 
@@ -189,7 +200,7 @@ async def test_ollama_role_uses_api_tags_and_api_chat() -> None:
         reply = await client.complete("manager", "hi")
         assert reply.text == "from ollama" and reply.model == "granite3.3:8b"
         assert reply.cost == 0.0
-        assert [r.path for r in llm.requests] == ["/api/tags", "/api/chat"]
+        assert [r.path for r in llm.requests] == ["/api/tags", "/api/show", "/api/chat"]
 
 
 async def test_bad_role_and_missing_configuration() -> None:

@@ -9,6 +9,7 @@ refusals (it never opens the workbench).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -354,7 +355,8 @@ def test_a_plan_waits_and_approving_the_session_delegates(
     )
     assert run["action"] == "plan" and run["status"] == "waiting_approval", run["summary"]
     assert run["proposal"] is None and "## Risks" in run["plan"]["text"]
-    assert Path(run["plan"]["path"]).parent == repo / "docs" / "plans"
+    assert run["plan"]["path"] is None  # nothing written to the DAG repository before approval
+    assert _state(repo)[0] == head
     text = mcp.text("get_agent_status", {"session_id": run["session_id"]})
     assert "waits for approval of the plan" in text
 
@@ -368,8 +370,10 @@ def test_a_plan_waits_and_approving_the_session_delegates(
     said = approved["messages"][0]
     assert (said["speaker"], said["kind"]) == ("calling_llm", "approval")
     assert said["content"] == "Approved the plan: plan is sound"
+    assert any(f.startswith("docs/plans/") for f in proposal["files"])  # the plan joins it
     mcp.ok("reject_proposal", {"ref": proposal["id"], "reason": "only a test"})
     assert _state(repo)[0] == head  # nothing applied
+    assert not (repo / "docs" / "plans").exists()  # no plan file left after the rejection
 
 
 def test_bad_agent_arguments_are_refused(mcp: Mcp) -> None:
@@ -476,3 +480,57 @@ async def test_get_lineage_graph_on_the_fixture_events(mcp: Mcp, db: Any) -> Non
     mcp.error(
         "get_lineage_graph", {"node": transform, "direction": "sideways"}, "invalid_arguments"
     )
+
+
+def test_agent_calls_send_progress_notifications(mcp: Mcp, llm: ScriptedLLM, repo: Path) -> None:
+    """A long agent call tells the client what it is doing (issue 16, point 8)."""
+    llm.add(brief("Write dags/hv_progress.py with one SSHOperator task."), dev(SSH_DAG))
+    seen: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
+
+    res = mcp.portal.call(
+        lambda: mcp.session.call_tool(
+            "delegate_to_developer",
+            {"task": TASK, "files": ["dags/hv_progress.py"]},
+            progress_callback=on_progress,
+        )
+    )
+    assert not res.is_error, res.content[0].text
+    messages = [m or "" for _, m in seen]
+    assert any(m.startswith("manager ▸ policy") for m in messages), messages
+    assert any(m.startswith("developer ▸ proposal") for m in messages), messages
+    assert [p for p, _ in seen] == sorted(p for p, _ in seen)  # progress only grows
+    proposal = res.structured_content["proposal"]
+    mcp.ok("reject_proposal", {"ref": proposal["id"], "reason": "test of progress only"})
+
+
+def test_a_client_that_gives_up_leaves_the_session_interrupted(
+    mcp: Mcp, llm: ScriptedLLM, repo: Path
+) -> None:
+    """The client's timeout sends notifications/cancelled: the run is recorded as interrupted,
+    not left 'active' with pending decisions (issue 16, point 3)."""
+    from tests.llm_server import HANG
+
+    task = "Create a DAG that runs the weekly health check command on the hypervisors over SSH"
+    llm.add(Match("Write the Developer's instruction", HANG, on="system"))
+    asked = len(llm.chat_requests)
+    with pytest.raises(Exception):  # noqa: B017 - the client's own timeout error
+        mcp.portal.call(
+            lambda: mcp.session.call_tool(
+                "delegate_to_developer", {"task": task}, read_timeout_seconds=8
+            )
+        )
+    assert len(llm.chat_requests) == asked + 1  # it was waiting on the model
+    deadline = time.monotonic() + 60
+    while True:
+        sessions = mcp.ok("get_agent_status", {})["sessions"]
+        mine = [s for s in sessions if s["title"] == task]
+        if mine and mine[0]["status"] == "interrupted" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # polling a condition with a deadline
+    assert mine and mine[0]["status"] == "interrupted", mine
+    detail = mcp.ok("get_agent_status", {"session_id": mine[0]["id"]})
+    assert detail["messages"][-1]["kind"] == "interrupted"
+    assert [d for d in detail["decisions"] if d["outcome"] == "pending"] == []

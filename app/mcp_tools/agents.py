@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from app.mcp_tools.bounds import LongText, ShortText
-from app.mcp_tools.registry import ToolArgs, ToolContext, ToolResult, tool
+from app.mcp_tools.registry import ToolArgs, ToolContext, ToolResult, report_progress, tool
 from core.errors import InputError, LLMUnavailable
 
 BY = "calling_llm"
@@ -83,6 +83,37 @@ def _session(ctx: ToolContext, given: str | None) -> str | None:
     return found
 
 
+class _Progress:
+    """Agent events as MCP progress notifications: one per conversation message, and while a
+    model writes, one every few seconds with how much it wrote."""
+
+    EVERY_S = 5.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.written = 0
+        self.last = 0.0
+
+    async def __call__(self, event: Any) -> None:
+        import time
+
+        if event.kind == "delta":
+            self.written += len(event.text)
+            now = time.monotonic()
+            if now - self.last < self.EVERY_S:
+                return
+            self.last = now
+            message = f"{event.speaker} is writing ({self.written} characters so far)"
+        else:
+            self.written = 0
+            first = (event.text or "").strip().splitlines()[:1]
+            message = f"{event.speaker} ▸ {event.kind}" + (
+                f": {_clip(first[0], 120)}" if first else ""
+            )
+        self.count += 1
+        await report_progress(self.count, message)
+
+
 def _needs_llm(exc: LLMUnavailable) -> LLMUnavailable:
     return LLMUnavailable(f"{exc}; get_agent_status shows which LLM answers")
 
@@ -128,8 +159,10 @@ def _run_text(run: Any) -> str:
             f"call override_developer with session_id {sid!r}, an exact instruction and a reason"
         )
     if run.plan:
-        where = run.plan.get("path") or "the session (no DAG repository)"
-        lines.append(f"plan saved to {where}:")
+        lines.append(
+            "plan kept in the agent session (it reaches the DAG repository only as part of the "
+            "proposal approved after it):"
+        )
         lines.append(_clip(run.plan.get("text"), 1500))
     if run.proposal is not None:
         lines += _proposal_lines(run.proposal)
@@ -218,6 +251,7 @@ async def delegate_to_developer(wb: Any, ctx: ToolContext, args: DelegateArgs) -
             task_id=args.task_id,
             files=tuple(args.files or ()),
             system=args.system,
+            on_event=_Progress(),
         )
     except LLMUnavailable as exc:
         raise _needs_llm(exc) from None
@@ -280,6 +314,7 @@ async def override_developer(wb: Any, ctx: ToolContext, args: OverrideArgs) -> T
             constraints=tuple(args.constraints or ()),
             files=tuple(args.files or ()),
             apply=args.apply,
+            on_event=_Progress(),
         )
     except LLMUnavailable as exc:
         raise _needs_llm(exc) from None
@@ -369,7 +404,7 @@ async def approve_proposal(wb: Any, ctx: ToolContext, args: ApproveArgs) -> Tool
     commit, and the resumed run. The approval is logged as calling_llm's with your reason.
     Refused when the server runs read-only."""
     try:
-        result = await wb.agents.approve(args.ref, by=BY, reason=args.reason)
+        result = await wb.agents.approve(args.ref, by=BY, reason=args.reason, on_event=_Progress())
     except LLMUnavailable as exc:
         raise _needs_llm(exc) from None
     _remember(ctx, result.session_id)

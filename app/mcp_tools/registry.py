@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,23 @@ from core.errors import InputError
 from core.textcheck import find_nul
 
 MAX_ERROR_INPUT_CHARS = 80
+
+# The current call's progress reporter (``report_progress(progress, total, message)`` of the MCP
+# SDK's request session; a no-op when the client sent no progressToken). The server sets it
+# around each call; long tools (the agents) report through :func:`report_progress`.
+ProgressReporter = Callable[[float, float | None, str | None], Awaitable[None]]
+current_progress: ContextVar[ProgressReporter | None] = ContextVar("qwb_progress", default=None)
+
+
+async def report_progress(progress: float, message: str, total: float | None = None) -> None:
+    """Send a notifications/progress for the current call, if its client asked for them."""
+    reporter = current_progress.get()
+    if reporter is None:
+        return
+    try:
+        await reporter(progress, total, message)
+    except Exception:  # noqa: BLE001 - progress must never break the call
+        pass
 
 
 class ToolArgs(BaseModel):

@@ -31,8 +31,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from core.errors import ConfigError, InputError, QwbError
+from core.agents.apply import GitError, apply_proposal
+from core.agents.apply import run_git as _git
+from core.agents.budget import Budget
+from core.errors import ConfigError, InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_AIDER_BIN = PROJECT_ROOT / ".venv-aider" / "bin" / "aider"
@@ -40,14 +44,13 @@ TAIL_CHARS = 4000
 GIT_NAME = "qwb aider"
 GIT_EMAIL = "qwb-aider@localhost"
 _OLLAMA_PREFIXES = ("ollama/", "ollama_chat/")
+UNKNOWN_CONTEXT = 8192  # told to Aider when the server's context window is not known
+WATCH_INTERVAL = 2.0  # seconds between checks that the LLM server still accepts connections
+REPLY_CHARS = 1500
 
 
 class AiderNotFound(ConfigError):
     """No Aider binary was found."""
-
-
-class GitError(QwbError):
-    """A git command the agents needed failed."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class AiderResult:
     duration_s: float
     base_commit: str
     model: str
+    server_lost: str | None = None  # the LLM server stopped answering while Aider ran: why
+    model_reply: str = ""  # the tail of what the model answered (Aider's chat history)
 
     @property
     def ok(self) -> bool:
@@ -88,6 +93,8 @@ class AiderResult:
             "duration_s": self.duration_s,
             "base_commit": self.base_commit,
             "model": self.model,
+            "server_lost": self.server_lost,
+            "model_reply": self.model_reply,
         }
 
 
@@ -114,27 +121,6 @@ def find_aider(config: Any | None = None) -> Path:
 
 
 # -- git helpers ---------------------------------------------------------------------------------
-
-
-async def _git(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
-        cwd=str(cwd),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    rc = proc.returncode if proc.returncode is not None else -1
-    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    if check and rc != 0:
-        first = (stderr.strip() or stdout.strip() or f"exit {rc}").splitlines()[0]
-        raise GitError(f"git {' '.join(args[:2])} failed in {cwd}: {first}")
-    return rc, stdout, stderr
 
 
 def _existing_dir(repo: Path | str) -> Path:
@@ -205,7 +191,9 @@ def _aider_model(model: str) -> tuple[str, bool]:
     return f"openai/{name}", False
 
 
-def _sandbox(scratch: Path, aider_model: str) -> tuple[Path, Path, Path, Path]:
+def _sandbox(
+    scratch: Path, aider_model: str, context_tokens: int | None, max_tokens: int | None
+) -> tuple[Path, Path, Path, Path]:
     """Create HOME, the model metadata file, an empty aider config and an empty .env."""
     home = scratch / "home"
     caches = home / ".aider" / "caches"
@@ -220,9 +208,9 @@ def _sandbox(scratch: Path, aider_model: str) -> tuple[Path, Path, Path, Path]:
         json.dumps(
             {
                 aider_model: {
-                    "max_input_tokens": 32768,
-                    "max_output_tokens": 8192,
-                    "max_tokens": 8192,
+                    "max_input_tokens": context_tokens or UNKNOWN_CONTEXT,
+                    "max_output_tokens": max_tokens or 2048,
+                    "max_tokens": max_tokens or 2048,
                     "input_cost_per_token": 0.0,
                     "output_cost_per_token": 0.0,
                     "litellm_provider": aider_model.split("/", 1)[0],
@@ -359,6 +347,66 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
             continue
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: receive SIGKILL when qwb dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+async def _watch(
+    proc: asyncio.subprocess.Process, budget: Budget, api_base: str
+) -> tuple[bool, str | None]:
+    """Wait for Aider: (budget ran out, why the LLM server was lost) - both False/None when
+    Aider exited by itself."""
+    refused = 0
+    while True:
+        left = budget.remaining()
+        if left <= 0:
+            return True, None
+        try:
+            await asyncio.wait_for(proc.wait(), min(left, WATCH_INTERVAL))
+            return False, None
+        except TimeoutError:
+            pass
+        problem = await _connect_problem(api_base)
+        refused = refused + 1 if problem else 0
+        if refused >= 2:  # twice in a row: the server is gone, not blinking
+            return False, problem
+
+
+async def _connect_problem(api_base: str) -> str | None:
+    parts = urlsplit(api_base)
+    if not parts.hostname:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), 5.0)
+    except (OSError, TimeoutError) as exc:
+        return f"{parts.hostname}:{port}: {type(exc).__name__}: {exc}".strip()
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
+def _model_reply(history: Path) -> str:
+    """The last assistant text of Aider's chat history (the model's own words)."""
+    try:
+        text = history.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    # Aider writes user turns as "#### ..." lines; the model's reply follows the last one.
+    parts = re.split(r"^#### .*$", text, flags=re.M)
+    reply = parts[-1] if len(parts) > 1 else ""
+    # Aider's own notes in the history are quoted ("> Tokens: ..."); the model's text is not
+    kept = [line for line in reply.splitlines() if not line.startswith(">")]
+    return "\n".join(kept).strip()[-REPLY_CHARS:]
+
+
 async def run_aider(
     repo: Path | str,
     files: list[Path] | list[str],
@@ -370,13 +418,22 @@ async def run_aider(
     timeout: float = 600.0,  # noqa: ASYNC109 - the subprocess's budget, enforced by killing it
     aider_bin: Path | str | None = None,
     edit_format: str = "whole",
+    budget: Budget | None = None,
+    context_tokens: int | None = None,
+    max_tokens: int | None = None,
 ) -> AiderResult:
     """Ask Aider for a change to ``files`` of ``repo`` and return it as a proposal diff.
 
     ``model`` is a LiteLLM model name (``openai/<name>``, a bare ``<name>``, or
     ``ollama_chat/<tag>``); ``api_base`` the server (``http://host:port/v1`` for OpenAI-compatible
     servers, the Ollama root for Ollama). The operator's repository is never modified.
+
+    Aider is stopped when ``budget`` (else ``timeout`` seconds) runs out, and at once when the
+    LLM server stops accepting connections (instead of Aider's minute of retries); it dies with
+    this process (``PR_SET_PDEATHSIG``), and its scratch folder is removed whatever happens.
+    ``context_tokens`` and ``max_tokens`` are what Aider is told about the model.
     """
+    budget = budget or Budget(timeout, "Aider", "agents.aider_timeout")
     if not instruction or not instruction.strip():
         raise InputError("empty instruction for Aider; say what to change")
     if not files:
@@ -392,7 +449,9 @@ async def run_aider(
 
     scratch = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="qwb-aider-"))
     try:
-        home, metadata, conf, env_file = await asyncio.to_thread(_sandbox, scratch, aider_model)
+        home, metadata, conf, env_file = await asyncio.to_thread(
+            _sandbox, scratch, aider_model, context_tokens, max_tokens
+        )
         env = _environment(home, api_base, api_key, is_ollama)
         work = scratch / "work"
         await _git(scratch, "clone", "--quiet", "--shared", "--no-checkout", str(root), str(work),
@@ -423,19 +482,18 @@ async def run_aider(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         assert proc.stdout is not None and proc.stderr is not None
         readers = asyncio.gather(proc.stdout.read(), proc.stderr.read())
-        timed_out = False
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            timed_out = True
-            await _kill_group(proc)
-        except asyncio.CancelledError:
-            await _kill_group(proc)
+            timed_out, server_lost = await _watch(proc, budget, api_base)
+        except BaseException:  # cancelled (Ctrl-C, SIGTERM, an MCP client gone): no orphan
+            await asyncio.shield(_kill_group(proc))
             readers.cancel()
             raise
+        if timed_out or server_lost:
+            await _kill_group(proc)
         try:
             out, err = await asyncio.wait_for(readers, 10.0)
         except TimeoutError:  # a grandchild still holds the pipes open
@@ -458,8 +516,9 @@ async def run_aider(
                 m.strip() for m in re.findall(r"^Applied edit to (.+)$", stdout_text, re.M)
             )
         )
+        reply = await asyncio.to_thread(_model_reply, scratch / "chat.history.md")
         return AiderResult(
-            returncode=None if timed_out else proc.returncode,
+            returncode=None if (timed_out or server_lost) else proc.returncode,
             timed_out=timed_out,
             diff=diff,
             changed_files=changed,
@@ -470,74 +529,12 @@ async def run_aider(
             duration_s=duration,
             base_commit=base,
             model=aider_model,
+            server_lost=server_lost,
+            model_reply=_redact(reply, api_key),
         )
     finally:
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
+        await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
 
 
-# -- applying a proposal -------------------------------------------------------------------------
-
-
-async def apply_proposal(
-    repo: Path | str, diff: str, *, commit: bool = False, message: str | None = None
-) -> str | None:
-    """Apply a proposal diff to the work tree of ``repo``.
-
-    ``git apply --check`` runs first: a diff that no longer applies raises InputError and leaves
-    the work tree untouched. With ``commit=True`` the changed files are committed with
-    ``message`` and the new commit's id is returned; otherwise None.
-    """
-    if not diff or not diff.strip():
-        raise InputError("the proposal is empty; there is nothing to apply")
-    if commit and not (message and message.strip()):
-        raise InputError("a commit needs a message; pass message=...")
-    root = await _repo_root(repo)
-    with tempfile.TemporaryDirectory(prefix="qwb-apply-") as tmp:
-        patch = Path(tmp) / "proposal.diff"
-        text = diff if diff.endswith("\n") else diff + "\n"
-        await asyncio.to_thread(patch.write_text, text, encoding="utf-8")
-        rc, out, err = await _git(root, "apply", "--check", "--whitespace=nowarn", str(patch),
-                                  check=False)  # fmt: skip
-        if rc != 0:
-            first = (err.strip() or out.strip() or f"exit {rc}").splitlines()[0]
-            raise InputError(
-                f"the proposal no longer applies to {root} ({first}); the files changed since "
-                "it was made: ask for a new proposal"
-            )
-        _, numstat, _ = await _git(root, "apply", "--numstat", "-z", str(patch))
-        await _git(root, "apply", "--whitespace=nowarn", str(patch))
-    if not commit:
-        return None
-    paths = _numstat_paths(numstat)
-    await _git(root, "add", "-A", "--", *paths)
-    rc, _, err = await _git(root, "commit", "--quiet", "-m", message or "", "--", *paths,
-                            check=False)  # fmt: skip
-    if rc != 0:
-        first = (err.strip() or f"exit {rc}").splitlines()[0]
-        raise GitError(
-            f"the proposal was applied to {root} but not committed ({first}); commit it by hand"
-        )
-    _, sha, _ = await _git(root, "rev-parse", "HEAD")
-    return sha.strip()
-
-
-def _numstat_paths(numstat: str) -> list[str]:
-    """Paths from ``git apply --numstat -z`` (renames give an empty field, then old and new)."""
-    fields = numstat.split("\0")
-    paths: list[str] = []
-    i = 0
-    while i < len(fields):
-        entry = fields[i]
-        if not entry:
-            i += 1
-            continue
-        parts = entry.split("\t", 2)
-        if len(parts) == 3 and parts[2]:
-            paths.append(parts[2])
-            i += 1
-        elif len(parts) == 3:  # rename/copy: next two fields are the old and new path
-            paths.extend(p for p in fields[i + 1 : i + 3] if p)
-            i += 3
-        else:
-            i += 1
-    return list(dict.fromkeys(paths))
+# applying a proposal: core.agents.apply (apply_proposal is re-exported for this module's callers)
+__all__ = ["AiderNotFound", "AiderResult", "GitError", "apply_proposal", "find_aider", "run_aider"]

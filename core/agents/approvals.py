@@ -40,7 +40,7 @@ class Approving(Delegating):
             parent=proposal.decision_id,
             outcome="pending",
         )
-        from core.agents.aider import apply_proposal
+        from core.agents.apply import apply_exactly
 
         commit = bool(self.config.get("agents.commit_on_apply"))
         message = (
@@ -48,7 +48,14 @@ class Approving(Delegating):
             f"{proposal.session_id}), approved by {by}."
         )
         try:
-            sha = await apply_proposal(proposal.repo, proposal.diff, commit=commit, message=message)
+            applied_files = await apply_exactly(
+                proposal.repo,
+                proposal.diff,
+                commit=commit,
+                message=message,
+                base_commit=proposal.base_commit,
+            )
+            sha = applied_files.commit
         except QwbError as exc:
             failed = await self.store.finish_proposal(proposal.id, "failed", error=str(exc))
             await self.settle(approval, "failed", str(exc))
@@ -73,6 +80,11 @@ class Approving(Delegating):
         applied = await self.store.finish_proposal(proposal.id, "applied", applied_commit=sha)
         where = f"committed as {sha[:10]}" if sha else "in the work tree, not committed"
         detail = f"applied to {proposal.repo} ({where}); validation passed"
+        if applied_files.kept_uncommitted:
+            detail += (
+                "; your uncommitted edits in "
+                f"{', '.join(applied_files.kept_uncommitted)} were kept out of the commit"
+            )
         await self.settle(approval, "success", detail)
         await self._settle_proposal_chain(proposal, "success", detail)
         await self._attempt_outcome(

@@ -88,11 +88,20 @@ class ManagerBase:
         )
 
     async def _stream_manager(
-        self, conv: Conversation, system: str, user: str
+        self,
+        conv: Conversation,
+        system: str,
+        user: str,
+        *,
+        max_tokens: int | None = None,
+        budget: Any = None,  # core.agents.budget.Budget
     ) -> tuple[str, dict[str, Any]]:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         text, usage = "", {}
-        async for item in self.llm.stream("manager", messages, temperature=0.2):
+        timeout = budget.remaining() if budget is not None else None
+        async for item in self.llm.stream(
+            "manager", messages, temperature=0.2, max_tokens=max_tokens, timeout=timeout
+        ):
             if isinstance(item, str):
                 await conv.delta("manager", item)
             else:

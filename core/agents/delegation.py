@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from core.agents.base import ManagerBase
+from core.agents.budget import Budget
 from core.agents.confidence import ConfidenceBreakdown
 from core.agents.developer import DeveloperResult, WorkOrder, choose_files, repo_root
 from core.agents.policies import OverrideInstruction, PolicyOutcome
@@ -14,12 +15,15 @@ from core.agents.sessions import Conversation
 from core.errors import QwbError
 
 MANAGER_BRIEF_SYSTEM = (
-    "You are the Manager agent of Qubinode Workbench. You coordinate a Developer agent that edits "
-    "Apache Airflow DAG files. Write the Developer's instruction for the task: a short, precise "
-    "description of the change to make in the named files, grounded in the context given. Name "
-    "the required provider's operators when one is required. Plain text, no code, at most 12 "
-    "lines."
+    "You are the Manager agent of Qubinode Workbench. Write the Developer's instruction: in at "
+    "most 5 short lines, say HOW to make the change in the named files (which operator, which "
+    "connection, which command, which schedule), grounded in the context given. Plain text, no "
+    "code, no repetition."
 )
+BRIEF_MAX_TOKENS = 200
+APPROACH_MAX_LINES = 6
+APPROACH_MAX_CHARS = 800
+PLAN_IN_BRIEF_CHARS = 3000
 
 
 class Delegating(ManagerBase):
@@ -47,11 +51,15 @@ class Delegating(ManagerBase):
         except QwbError as exc:
             await self._fail(conv, work, str(exc))
             raise
+        step = Budget(
+            float(self.config.get("agents.step_timeout")), "the Manager's brief",
+            "agents.step_timeout",
+        )  # fmt: skip
         if override is not None:
             instruction = override.instruction
             brief_usage: dict[str, Any] = {}
         else:
-            instruction, brief_usage = await self._brief(conv, work)
+            instruction, brief_usage = await self._brief(conv, work, step)
         delegation = await self.decide(
             conv,
             "manager",
@@ -85,7 +93,7 @@ class Delegating(ManagerBase):
                 {**data, "override": override.to_dict()},
             )
         else:
-            await conv.say("manager", "delegation", instruction, data, ends_stream=True)
+            await conv.say("manager", "delegation", instruction, data)
         await conv.say(
             "developer",
             "status",
@@ -110,39 +118,60 @@ class Delegating(ManagerBase):
             override=override,
         )
         try:
-            result = await self.developer.propose(root, order, on_text=conv.sink_for("developer"))
+            budget = Budget(
+                float(self.config.get("agents.step_timeout")), "the Developer's step",
+                "agents.step_timeout",
+            )  # fmt: skip
+            result = await self.developer.propose(
+                root, order, on_text=conv.sink_for("developer"), budget=budget
+            )
+            if work.plan and result.ok:
+                result = await _with_plan_file(self.config, root, work, result)
         except QwbError as exc:
             await self.settle(delegation, "failed", str(exc))
             await self._fail(conv, work, str(exc))
             raise
         return await self._record(conv, work, result, root, delegation, conf, policy, override)
 
-    async def _brief(self, conv: Conversation, work: Delegation) -> tuple[str, dict[str, Any]]:
+    async def _brief(
+        self, conv: Conversation, work: Delegation, step: Budget
+    ) -> tuple[str, dict[str, Any]]:
+        """The Developer's brief, assembled here from what the Manager gathered; the model only
+        fills the bounded 'Approach' lines, which are de-duplicated and dropped if garbage."""
         rp = work.required_provider
         history = await self._history(conv)
         user = "\n".join(
             [
                 f"Task: {work.task}",
                 *([f"Error to fix: {work.error[:1500]}"] if work.error else []),
-                f"Files the Developer may change: {', '.join(work.files)}"
-                + (f" (new: {', '.join(work.new_files)})" if work.new_files else ""),
+                f"Files: {', '.join(work.files)}",
                 _provider_line(rp, work.recommended_provider),
-                *(["Approved plan:", work.plan] if work.plan else []),
+                *(["Approved plan:", work.plan[:PLAN_IN_BRIEF_CHARS]] if work.plan else []),
                 "Context:",
-                *(f"- {s}" for s in work.context),
+                *(f"- {short(s, 300)}" for s in work.context[:5]),
                 *(["Earlier in this session:", *history] if history else []),
             ]
         )
-        text, usage = await self._stream_manager(conv, MANAGER_BRIEF_SYSTEM, user)
-        if not text:
-            text = f"Do this task: {work.task}"
-        if rp and rp["module"] not in text:
-            text += (
-                f"\nUse the provider {rp['package_name']}: import from {rp['module']}"
-                + (f" (e.g. {rp['operators'][0]})" if rp.get("operators") else "")
-                + "."
-            )
-        return text, usage
+        raw, usage = await self._stream_manager(
+            conv, MANAGER_BRIEF_SYSTEM, user, max_tokens=BRIEF_MAX_TOKENS, budget=step
+        )
+        approach, dropped = bounded_lines(raw, APPROACH_MAX_LINES, APPROACH_MAX_CHARS, user)
+        if dropped:
+            usage["approach_dropped"] = dropped
+        lines = [
+            f"Task: {work.task}",
+            f"Files to change: {', '.join(work.files)}"
+            + (f" (new: {', '.join(work.new_files)})" if work.new_files else ""),
+        ]
+        if work.recommended_provider and not rp:  # a required one is named in the order
+            lines.append(_provider_line(None, work.recommended_provider) + " (preferred).")
+        if work.error:
+            lines.append(f"Fix this error: {short(work.error, 600)}")
+        if work.plan:
+            lines += ["Follow the approved plan:", work.plan[:PLAN_IN_BRIEF_CHARS]]
+        if approach:
+            lines += ["Approach:", *approach]
+        return "\n".join(lines), usage
 
     async def _record(
         self,
@@ -319,6 +348,63 @@ class Delegating(ManagerBase):
         await self.settle(work.root_decision_id, "failed", error)
         await self.settle(work.gate_decision_id, "failed", error)
         await self.store.set_state(conv.session_id, "failed")
+
+
+def bounded_lines(
+    text: str, max_lines: int, max_chars: int, prompt: str = ""
+) -> tuple[list[str], str | None]:
+    """A model's free text as at most ``max_lines`` distinct lines of prose: code fences,
+    repeats, bare headings and numbers, and lines that only echo ``prompt`` are removed; and
+    why it was dropped, when nothing usable is left."""
+    import re
+
+    echo = re.sub(r"\W+", " ", prompt.lower())
+
+    text = re.sub(r"```.*?(```|$)", " ", text or "", flags=re.DOTALL)
+    seen: set[str] = set()
+    lines: list[str] = []
+    total = 0
+    raw_lines = [x.strip(" -*\t") for x in text.splitlines() if x.strip(" -*\t")]
+    for line in raw_lines:
+        key = re.sub(r"\W+", " ", line.lower()).strip()
+        if not key or key in seen or any(k.startswith(key) for k in seen):
+            continue  # a repeat, or a repeat cut short (the reply stopped at max_tokens)
+        if len(re.findall(r"[a-z]{2,}", key)) < 3 or (len(key) >= 20 and key in echo):
+            seen.add(key)
+            continue  # "## 1.", a bare number, or the prompt's own text coming back
+        seen.add(key)
+        line = short(line, 240)
+        if total + len(line) > max_chars or len(lines) >= max_lines:
+            break
+        lines.append(line)
+        total += len(line)
+    distinct = len({re.sub(r"\W+", " ", x.lower()).strip() for x in raw_lines})
+    letters = sum(c.isalpha() or c.isspace() for c in "".join(lines))
+    if not lines:
+        return [], "the model wrote nothing usable" if text.strip() else None
+    if letters < 0.7 * len("".join(lines)):
+        return [], "the model's text was not prose (symbols or code)"
+    if len(raw_lines) >= 6 and distinct < len(raw_lines) / 3:
+        return lines[:2], "the model repeated itself; only its first lines were kept"
+    return lines, None
+
+
+async def _with_plan_file(
+    config: Any, root: Path, work: Delegation, result: DeveloperResult
+) -> DeveloperResult:
+    """The approved plan joins the proposal as a Markdown file: it reaches the repository only
+    with the approved change (never before approval, never after a rejection)."""
+    from dataclasses import replace
+
+    from core.agents.developer import diff_for, slug_for
+
+    folder = str(config.get("agents.plans_dir")).strip("/") or "docs/plans"
+    rel = f"{folder}/{slug_for(work.task, work.system)}.md"
+    if rel in result.files:
+        return result
+    plan_diff, files = await diff_for(root, result.base_commit, {rel: work.plan or ""})
+    return replace(result, diff=result.diff.rstrip("\n") + "\n" + plan_diff,
+                   files=(*result.files, *files))  # fmt: skip
 
 
 def _provider_line(required: dict[str, Any] | None, recommended: dict[str, Any] | None) -> str:

@@ -27,7 +27,6 @@ from typing import Any
 
 from core.agents.policies import OverrideInstruction
 from core.agents.validation import (
-    extract_python,
     provider_module,
     provider_of,
     validate_dag_code,
@@ -285,8 +284,29 @@ def _is_dag_file(path: str, code: str) -> bool:
     return "dags/" in f"/{path}" or bool(re.search(r"\bDAG\s*\(|@dag\b", code))
 
 
-def validate_files(contents: dict[str, str | None], required_provider: str | None) -> Validation:
-    """Check each changed file; the required provider must be imported by a DAG file."""
+_REMOVAL_WORDS = re.compile(
+    r"\b(remove|removes|delete|deletes|drop|drops|rename|renames|replace|"
+    r"replaces|split|merge|rewrite)\b",
+    re.I,
+)
+
+
+def allows_task_removal(order: WorkOrder) -> bool:
+    """Whether the task (or override) asks for tasks to go: otherwise a change keeps them."""
+    text = " ".join([order.task, order.override.instruction if order.override else ""])
+    return bool(_REMOVAL_WORDS.search(text))
+
+
+def validate_files(
+    contents: dict[str, str | None],
+    required_provider: str | None,
+    *,
+    originals: dict[str, str | None] | None = None,
+    allow_task_removal: bool = False,
+) -> Validation:
+    """Check each changed file; the required provider must be imported by a DAG file, and a
+    changed DAG keeps the tasks of its ``originals`` unless ``allow_task_removal``."""
+    originals = originals or {}
     checks: list[FileCheck] = []
     providers_seen: set[str] = set()
     dag_files = 0
@@ -299,7 +319,9 @@ def validate_files(contents: dict[str, str | None], required_provider: str | Non
             continue
         if _is_dag_file(path, code):
             dag_files += 1
-            r = validate_dag_code(code)
+            r = validate_dag_code(
+                code, original=originals.get(path), allow_task_removal=allow_task_removal
+            )
             providers_seen.update(r.providers_imported)
             checks.append(FileCheck(path, "dag", r.ok, r.errors, r.warnings, r.providers_imported))
         else:
@@ -410,22 +432,6 @@ def aider_message(order: WorkOrder) -> str:
     return "\n".join(parts).strip() + "\n"
 
 
-def llm_messages(
-    order: WorkOrder, path: str, current: str | None, problems: list[str]
-) -> list[dict[str, str]]:
-    system = OVERRIDE_SYSTEM if order.override is not None else DEVELOPER_SYSTEM
-    user = [f"File: {path}", ""]
-    user.append(aider_message(order))
-    if current is not None:
-        user += ["", f"Current content of {path}:", "```python", current.rstrip(), "```"]
-    else:
-        user += ["", f"{path} does not exist yet: write it."]
-    if problems:
-        user += ["", "Your previous answer was rejected by validation:"]
-        user += [f"- {p}" for p in problems] + ["Answer again with the whole corrected file."]
-    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(user)}]
-
-
 class Developer:
     """Makes proposals in the DAG repository. Needs the config and an LLM client."""
 
@@ -453,123 +459,26 @@ class Developer:
             return "llm"
 
     async def propose(
-        self, root: Path, order: WorkOrder, on_text: TextSink | None = None
+        self,
+        root: Path,
+        order: WorkOrder,
+        on_text: TextSink | None = None,
+        budget: Any = None,  # core.agents.budget.Budget: the step's wall clock
     ) -> DeveloperResult:
+        from core.agents.budget import Budget
+        from core.agents.drafting import with_aider, with_llm
+
         base = (await git(root, "rev-parse", "HEAD")).strip()
-        mode = self.mode()
-        if mode == "aider":
-            return await self._with_aider(root, base, order)
-        return await self._with_llm(root, base, order, on_text)
-
-    async def _with_aider(self, root: Path, base: str, order: WorkOrder) -> DeveloperResult:
-        from core.agents.aider import find_aider, run_aider
-
-        result = await run_aider(
-            root,
-            list(order.files),
-            aider_message(order),
-            model=self.config.get("llm.developer_model"),
-            api_base=self.config.get("llm.developer_api_base"),
-            api_key=self.config.get("llm.api_key"),
-            timeout=float(self.config.get("agents.aider_timeout")),
-            aider_bin=find_aider(self.config),
-        )
-        details = {
-            "returncode": result.returncode,
-            "timed_out": result.timed_out,
-            "applied_edits": list(result.applied_edits),
-            "other_changed_files": list(result.other_changed_files),
-            "duration_s": round(result.duration_s, 2),
-            "model": result.model,
-            "stdout_tail": result.stdout_tail[-1500:],
-            "stderr_tail": result.stderr_tail[-1500:],
-        }
-        files = list(result.changed_files)
-        if result.timed_out:
-            error = f"Aider timed out after {self.config.get('agents.aider_timeout'):g} s"
-        elif result.returncode != 0:
-            last = (result.stderr_tail.strip() or result.stdout_tail.strip() or "").splitlines()
-            error = f"Aider exited with {result.returncode}" + (f": {last[-1]}" if last else "")
-        elif not result.has_changes:
-            error = "Aider made no change to " + ", ".join(order.files)
-            said = _last_error_line(result.stdout_tail + "\n" + result.stderr_tail)
-            if said:
-                error += f" (Aider: {said})"
-        else:
-            error = None
-        validation = None
-        if result.has_changes:
-            contents = await contents_after(root, base, result.diff, files)
-            validation = validate_files(contents, _required(order))
-            if error is None and not validation.ok:
-                error = "validation failed: " + "; ".join(validation.errors)
-        return DeveloperResult(
-            method="aider",
-            ok=error is None,
-            diff=result.diff,
-            files=tuple(files),
-            base_commit=base,
-            validation=validation,
-            error=error,
-            details=details,
-        )
-
-    async def _with_llm(
-        self, root: Path, base: str, order: WorkOrder, on_text: TextSink | None
-    ) -> DeveloperResult:
-        path = order.files[0]
-        current = None
-        if path in await tracked_files(root):
-            current = await git(root, "show", f"{base}:{path}")
-        attempts = max(1, int(self.config.get("agents.llm_attempts")))
-        problems: list[str] = []
-        diff, files, validation, error = "", [], None, None
-        usage: list[dict[str, Any]] = []
-        tries = 0
-        for _ in range(attempts):
-            tries += 1
-            messages = llm_messages(order, path, current, problems)
-            text = ""
-            async for item in self.llm.stream("developer", messages, temperature=0.2):
-                if isinstance(item, str):
-                    if on_text is not None:
-                        await on_text(item)
-                else:
-                    text = item.text
-                    usage.append(item.to_dict())
-            code = extract_python(text)
-            validation = validate_files({path: code}, _required(order))
-            diff, files = await diff_for(root, base, {path: code})
-            if not diff.strip():
-                error = f"the developer model proposed no change to {path}"
-            elif not validation.ok:
-                error = "validation failed: " + "; ".join(validation.errors)
-            else:
-                error = None
-                break
-            problems = list(validation.errors) or [error]
-        return DeveloperResult(
-            method="llm",
-            ok=error is None,
-            diff=diff,
-            files=tuple(files),
-            base_commit=base,
-            validation=validation,
-            error=error,
-            details={"attempts": tries, "usage": usage},
-        )
+        budget = budget or Budget(
+            float(self.config.get("agents.step_timeout")), "the Developer's step",
+            "agents.step_timeout",
+        )  # fmt: skip
+        if self.mode() == "aider":
+            return await with_aider(self, root, base, order, budget)
+        return await with_llm(self, root, base, order, on_text, budget)
 
 
-def _last_error_line(output: str) -> str | None:
-    """The last line of Aider's output that reports an error (a failing model call, usually)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if re.search(r"error|exception|unable|failed", line, re.I):
-            return line[:200]
-    return None
-
-
-def _required(order: WorkOrder) -> str | None:
+def required_module(order: WorkOrder) -> str | None:
     if order.override is not None or not order.required_provider:
         return None
     return order.required_provider.get("module")

@@ -1,8 +1,11 @@
 """LLM access for the agents: roles ``manager`` and ``developer`` over a LiteLLM ``Router``.
 
 Config keys (section ``llm``): ``manager_model``, ``manager_api_base``, ``developer_model``,
-``developer_api_base``, ``api_key``, ``timeout``, ``retries``, ``fallbacks`` (each role falls back
-to the other when true).
+``developer_api_base``, ``api_key``, ``timeout`` (the wall-clock budget of one call, streamed or
+not), ``max_tokens`` (most tokens one call writes), ``manager_context`` / ``developer_context``
+(the servers' context windows; else asked from the server or learned from its refusal),
+``retries``, ``fallbacks`` (each role falls back to the other when true), ``probe_timeout`` and
+``probe_models``.
 
     client = LLMClient(config)
     reply = await client.complete("manager", [{"role": "user", "content": "hi"}])
@@ -10,25 +13,33 @@ to the other when true).
         ...  # str deltas, then one final LLMReply
     status = await client.status()  # {"manager": RoleStatus, "developer": RoleStatus}
 
-LiteLLM is imported lazily (in a thread, it takes seconds) with the cost map held local. Before a
-completion every candidate server gets a short TCP connect probe (``connect_timeout``, 2 s), so
-a server that is down fails fast with :class:`~core.errors.LLMUnavailable` instead of a retry
-storm; a reachable fallback role is used instead when ``llm.fallbacks`` is true. Every reply is
-appended to ``client.usage_log`` so callers can record usage and cost.
+LiteLLM is imported lazily (in a thread, it takes seconds) with the cost map held local and its
+loggers kept off the terminal. Before a completion every candidate server gets a TCP connect
+probe (``llm.probe_timeout``), so a server that is down fails fast with
+:class:`~core.errors.LLMUnavailable` instead of a retry storm; a reachable fallback role is used
+instead when ``llm.fallbacks`` is true. Every reply is appended to ``client.usage_log``.
+
+Probes never touch a model slot: on a single-slot server (llama-cpp-python) ANY request that
+needs the model, ``GET /v1/models`` included, cuts short the generation another process is
+streaming. So ``check`` opens a TCP connection and asks ``GET /health`` (served without the
+model by llama.cpp and vLLM; a 404 still proves the server answers); it lists the models only
+for Ollama (whose ``/api/tags`` is harmless) or with ``llm.probe_models = true``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import InputError, LLMUnavailable
+from core.errors import BudgetExceeded, ContextOverflow, InputError, LLMUnavailable
 
 ROLES: tuple[str, ...] = ("manager", "developer")
 OLLAMA_PREFIXES = ("ollama/", "ollama_chat/")
@@ -49,6 +60,11 @@ class LLMReply:
     latency_s: float
     served_by: str = ""
     fallback: bool = False
+    finish_reason: str = ""  # "stop", "length" (cut at max_tokens) ...
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +143,18 @@ def _redact(text: str, secret: str | None = None) -> str:
         return text
 
 
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?")
+_LITELLM_TAIL = re.compile(r"\s*(LiteLLM:|Received Model Group|Available Model Group|"
+                           r"LiteLLM Retried:).*$", re.S)  # fmt: skip
+
+
+def _server_said(exc: BaseException) -> str:
+    """What the server said, without LiteLLM's wrapping (class names twice, fallback notes)."""
+    text = _LITELLM_TAIL.sub("", " ".join(str(exc).split()))
+    text = _LITELLM_PREFIX.sub("", text).strip()
+    return _one_line(Exception(text or type(exc).__name__))
+
+
 def _one_line(exc: BaseException, limit: int = 240) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = " ".join(text.split())
@@ -145,18 +173,75 @@ def _import_litellm() -> Any:
         litellm.telemetry = False
         litellm.suppress_debug_info = True
         litellm.set_verbose = False
+        quiet_litellm_loggers()
         _litellm = litellm
     return _litellm
+
+
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
+
+
+def quiet_litellm_loggers() -> None:
+    """LiteLLM logs multi-line ERROR blocks (tracebacks, "Give Feedback" banners) through its own
+    stderr handlers; qwb reports every failure itself in one line. Unless qwb logs at DEBUG,
+    those loggers only reach the log file handlers of the root logger (``--log-file``)."""
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        if debug:
+            continue
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.setLevel(logging.CRITICAL + 1)
+        logger.propagate = False
+
+
+# Context-overflow refusals: llama.cpp, llama-cpp-python (OpenAI wording), vLLM, Ollama.
+_CONTEXT_PATTERNS = (
+    re.compile(r"maximum context length is (\d+)", re.I),
+    re.compile(r"context window of (\d+)", re.I),
+    re.compile(r"exceeds? the available context size[^0-9]*(\d+)?", re.I),
+    re.compile(r"n_ctx[_a-z]*\W+(\d+)", re.I),
+    re.compile(r"context (?:length|size|window)[^0-9]{0,40}(\d{3,7})", re.I),
+)
+
+
+def context_limit_in(message: str) -> tuple[bool, int | None]:
+    """(whether an error says the prompt overflowed the context, the context size it names)."""
+    if not re.search(r"context|n_ctx", message, re.I):
+        return False, None
+    for pattern in _CONTEXT_PATTERNS:
+        found = pattern.search(message)
+        if found:
+            size = found.group(1) if found.groups() else None
+            return True, int(size) if size else None
+    return False, None
+
+
+def estimate_tokens(text: str) -> int:
+    """A safe (high) token estimate for any BPE tokenizer: about 3 characters per token for code
+    and English; 4 more per chat message for the template."""
+    return len(text) // 3 + 1
+
+
+def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
+    return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages)
 
 
 class LLMClient:
     """Role-based LLM access; see the module docstring."""
 
-    def __init__(self, config: Any, *, connect_timeout: float = 2.0) -> None:
+    def __init__(self, config: Any, *, connect_timeout: float | None = None) -> None:
         self.timeout = float(config.get("llm.timeout"))
+        self.max_tokens = int(config.get("llm.max_tokens"))
         self.retries = int(config.get("llm.retries"))
         self.fallbacks = bool(config.get("llm.fallbacks"))
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = float(connect_timeout or config.get("llm.probe_timeout"))
+        self.probe_models = bool(config.get("llm.probe_models"))
+        self.context_config: dict[str, int | None] = {
+            role: config.get(f"llm.{role}_context") for role in ROLES
+        }
+        self._context_known: dict[str, int | None] = {}
         api_key = config.get("llm.api_key")
         self.deployments: dict[str, Deployment | None] = {}
         for role in ROLES:
@@ -172,6 +257,11 @@ class LLMClient:
         self._router_lock = asyncio.Lock()
 
     # -- public API ------------------------------------------------------------------------
+    def budget(self, timeout: float | None) -> float:
+        """The wall-clock seconds a call may take: ``llm.timeout``, or less when the caller's
+        step or run has less left."""
+        return self.timeout if timeout is None else max(0.0, min(self.timeout, timeout))
+
     async def complete(
         self,
         role: str,
@@ -179,35 +269,18 @@ class LLMClient:
         *,
         temperature: float = 0.2,
         max_tokens: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a wall-clock budget, enforced here
     ) -> LLMReply:
-        """One completion for ``role`` (falling back to the other role when configured)."""
-        msgs = _check_messages(messages)
-        order = await self._candidates(role)
-        router = await self._get_router()
-        started = time.perf_counter()
-        try:
-            response = await router.acompletion(
-                **self._call_kwargs(order, msgs, temperature, max_tokens)
-            )
-        except Exception as exc:  # noqa: BLE001 - LiteLLM raises many types; all mean "failed"
-            raise self._failure(role, order, exc) from None
-        latency = time.perf_counter() - started
-        served = self._served_by(response, order)
-        text = response.choices[0].message.content or ""
-        usage = getattr(response, "usage", None)
-        reply = self._reply(
-            role,
-            served,
-            text=text,
-            model=getattr(response, "model", None),
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            cost=(getattr(response, "_hidden_params", None) or {}).get("response_cost"),
-            latency=latency,
-            messages=msgs,
-        )
-        self.usage_log.append(reply)
-        return reply
+        """One completion for ``role`` (falling back to the other role when configured),
+        stopped at ``max_tokens`` (``llm.max_tokens``) and ``timeout`` seconds (``llm.timeout``)."""
+        final: LLMReply | None = None
+        async for item in self.stream(
+            role, messages, temperature=temperature, max_tokens=max_tokens, timeout=timeout
+        ):
+            if isinstance(item, LLMReply):
+                final = item
+        assert final is not None
+        return final
 
     async def stream(
         self,
@@ -216,31 +289,64 @@ class LLMClient:
         *,
         temperature: float = 0.2,
         max_tokens: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a wall-clock budget, enforced here
     ) -> AsyncIterator[str | LLMReply]:
-        """Yield text deltas as they arrive, then one final :class:`LLMReply`."""
+        """Yield text deltas as they arrive, then one final :class:`LLMReply`.
+
+        The whole call, connection and every chunk included, gets ``timeout`` seconds (at most
+        ``llm.timeout``): past it the stream is closed and :class:`BudgetExceeded` raised. The
+        server is asked for at most ``max_tokens``; a server that ignores it is cut off here.
+        A prompt that does not fit the server's context raises :class:`ContextOverflow`.
+        """
         msgs = _check_messages(messages)
+        limit = min(max_tokens or self.max_tokens, self.max_tokens)
+        budget = self.budget(timeout)
+        if budget <= 0:
+            raise BudgetExceeded(f"no time left for the {role} model's call (budget spent)")
+        await self._check_fits(role, msgs, limit)
         order = await self._candidates(role)
         router = await self._get_router()
         started = time.perf_counter()
-        kwargs = self._call_kwargs(order, msgs, temperature, max_tokens)
+        kwargs = self._call_kwargs(order, msgs, temperature, limit)
         kwargs.update(stream=True, stream_options={"include_usage": True})
         parts: list[str] = []
+        written = 0
         usage: Any = None
         model: str | None = None
+        finish = ""
+        served = order[0]
+        response: Any = None
+        deadline = asyncio.get_running_loop().time() + budget
         try:
-            response = await router.acompletion(**kwargs)
-            served = self._served_by(response, order)
-            async for chunk in response:
-                model = getattr(chunk, "model", None) or model
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage
-                choices = getattr(chunk, "choices", None) or []
-                delta = getattr(choices[0].delta, "content", None) if choices else None
-                if delta:
-                    parts.append(delta)
-                    yield delta
-        except Exception as exc:  # noqa: BLE001
-            raise self._failure(role, order, exc) from None
+            async with asyncio.timeout_at(deadline):
+                response = await router.acompletion(**kwargs)
+                served = self._served_by(response, order)
+                async for chunk in response:
+                    model = getattr(chunk, "model", None) or model
+                    if getattr(chunk, "usage", None) is not None:
+                        usage = chunk.usage
+                    choices = getattr(chunk, "choices", None) or []
+                    if choices and getattr(choices[0], "finish_reason", None):
+                        finish = str(choices[0].finish_reason)
+                    delta = getattr(choices[0].delta, "content", None) if choices else None
+                    if delta:
+                        parts.append(delta)
+                        written += len(delta)
+                        yield delta
+                        if written // 3 > limit * 1.5 + 64:  # the server ignores max_tokens
+                            finish = "length"
+                            break
+        except TimeoutError:
+            await _close(response)
+            raise BudgetExceeded(
+                f"the {role} model was stopped after {budget:g} s (its budget: llm.timeout or "
+                f"what was left of the step), {len(''.join(parts))} characters written"
+            ) from None
+        except (BudgetExceeded, ContextOverflow):
+            raise
+        except Exception as exc:  # noqa: BLE001 - LiteLLM raises many types; all mean "failed"
+            raise self._failure(role, order, exc, msgs) from None
+        await _close(response)
         reply = self._reply(
             role,
             served,
@@ -251,12 +357,39 @@ class LLMClient:
             cost=None,
             latency=time.perf_counter() - started,
             messages=msgs,
+            finish_reason=finish,
         )
         self.usage_log.append(reply)
         yield reply
 
+    async def context_window(self, role: str) -> int | None:
+        """The role's context window in tokens: ``llm.<role>_context``, else what the server
+        says (llama.cpp ``/props``, Ollama ``/api/show``) or what a refusal named; None if
+        unknown. Asked once per client; the question never touches a model slot."""
+        configured = self.context_config.get(role)
+        if configured:
+            return int(configured)
+        if role not in self._context_known:
+            dep = self.deployments.get(role)
+            self._context_known[role] = await _ask_context(dep, self.connect_timeout)
+        return self._context_known[role]
+
+    async def _check_fits(self, role: str, messages: list[Message], max_tokens: int) -> None:
+        window = await self.context_window(role)
+        if not window:
+            return
+        needed = estimate_prompt_tokens(messages)
+        if needed + min(max_tokens, 256) > window:
+            dep = self.deployments.get(role)
+            raise ContextOverflow(
+                f"the prompt for the {role} needs about {needed} tokens but "
+                f"{dep.describe() if dep else role} has a context of {window} tokens; start the "
+                f"server with a larger context (llama.cpp: --n_ctx / -c) and set "
+                f"llm.{role}_context, or give a smaller task or file"
+            )
+
     async def check(self, role: str) -> RoleStatus:
-        """Probe the role's server with a cheap model-list GET (no completion)."""
+        """Probe the role's server without touching a model slot (see the module docstring)."""
         _check_role(role)
         dep = self.deployments[role]
         if dep is None:
@@ -273,13 +406,25 @@ class LLMClient:
             )
         import httpx
 
-        url = _models_url(dep)
+        list_models = dep.is_ollama or self.probe_models
+        url = _models_url(dep) if list_models else _health_url(dep)
         headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else {}
         started = time.perf_counter()
-        timeout = httpx.Timeout(self.connect_timeout * 2, connect=self.connect_timeout)
+        timeout = httpx.Timeout(self.connect_timeout, connect=self.connect_timeout)
         try:
             async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
                 response = await http.get(url, headers=headers)
+        except httpx.TimeoutException as exc:
+            latency = time.perf_counter() - started
+            if isinstance(exc, httpx.ConnectTimeout):
+                return RoleStatus(role, dep.model, dep.api_base, False, latency_s=latency,
+                                  error=f"{url}: no connection within {self.connect_timeout:g} s "
+                                  "(llm.probe_timeout)")  # fmt: skip
+            slow = (
+                f"{url} accepted the connection but did not answer within "
+                f"{self.connect_timeout:g} s (busy? raise llm.probe_timeout)"
+            )
+            return RoleStatus(role, dep.model, dep.api_base, True, latency_s=latency, error=slow)
         except httpx.HTTPError as exc:
             return RoleStatus(
                 role,
@@ -290,6 +435,11 @@ class LLMClient:
                 latency_s=time.perf_counter() - started,
             )
         latency = time.perf_counter() - started
+        if not list_models:
+            # Any HTTP answer proves the server is up; /health is 503 while a model loads.
+            loading = response.status_code == 503
+            note = "the server is still loading its model" if loading else None
+            return RoleStatus(role, dep.model, dep.api_base, True, latency_s=latency, error=note)
         if response.status_code >= 400:
             return RoleStatus(
                 role,
@@ -483,6 +633,7 @@ class LLMClient:
         cost: float | None,
         latency: float,
         messages: list[Message],
+        finish_reason: str = "",
     ) -> LLMReply:
         dep = self.deployments[served]
         assert dep is not None
@@ -502,18 +653,78 @@ class LLMClient:
             latency_s=latency,
             served_by=served,
             fallback=served != role,
+            finish_reason=finish_reason,
         )
 
-    def _failure(self, role: str, order: list[str], exc: BaseException) -> LLMUnavailable:
+    def _failure(
+        self,
+        role: str,
+        order: list[str],
+        exc: BaseException,
+        messages: list[Message] | None = None,
+    ) -> LLMUnavailable:
         dep = self.deployments[role]
         assert dep is not None
+        overflow, size = context_limit_in(str(exc))
+        if overflow:
+            if size:
+                self._context_known[role] = size
+            needed = estimate_prompt_tokens(messages or [])
+            return ContextOverflow(
+                f"the {role} server refused the prompt (about {needed} tokens): it does not fit "
+                f"its context{f' of {size} tokens' if size else ''} ({dep.describe()}); start "
+                f"the server with a larger context (llama.cpp: --n_ctx / -c), or give a smaller "
+                "task or file"
+            )
         kind = type(exc).__name__
         tried = ", ".join(f"{r}: {self.deployments[r].describe()}" for r in order)  # type: ignore[union-attr]
         message = (
-            f"LLM call for role '{role}' failed ({kind}: {_one_line(exc)}); tried {tried}; "
+            f"LLM call for role '{role}' failed ({kind}: {_server_said(exc)}); tried {tried}; "
             f"check the server, or set llm.{role}_model / llm.{role}_api_base / llm.timeout"
         )
         return LLMUnavailable(_redact(message, dep.api_key))
+
+
+async def _close(response: Any) -> None:
+    """Close a streamed response so the server stops generating for us."""
+    for name in ("aclose", "close"):
+        closer = getattr(response, name, None)
+        if closer is None:
+            continue
+        try:
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await asyncio.wait_for(result, 2.0)
+        except Exception:  # noqa: BLE001 - best effort: the connection is dropped anyway
+            pass
+        return
+
+
+async def _ask_context(dep: Deployment | None, timeout: float) -> int | None:  # noqa: ASYNC109
+    """The context window a server reports without touching a slot, or None."""
+    if dep is None or not dep.api_base:
+        return None
+    import httpx
+
+    root = dep.api_base.rstrip("/")
+    root = root[:-3] if root.endswith("/v1") else root
+    try:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+            if dep.is_ollama:
+                r = await http.post(f"{root}/api/show", json={"model": dep.served_name})
+                data = r.json() if r.status_code == 200 else {}
+                params = str(data.get("parameters") or "")
+                found = re.search(r"num_ctx\s+(\d+)", params)
+                return int(found.group(1)) if found else None
+            r = await http.get(f"{root}/props")
+            if r.status_code != 200:
+                return None
+            data = r.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    settings = data.get("default_generation_settings") or {}
+    n_ctx = settings.get("n_ctx") or data.get("n_ctx")
+    return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
 
 
 def _check_role(role: str) -> None:
@@ -544,6 +755,11 @@ def _count_tokens(model: str, messages: list[Message], text: str) -> tuple[int, 
     except Exception:  # noqa: BLE001 - estimation only
         words = sum(len(str(m.get("content", "")).split()) for m in messages)
         return words, len(text.split())
+
+
+def _health_url(dep: Deployment) -> str:
+    base = (dep.api_base or "").rstrip("/")
+    return f"{base[:-3] if base.endswith('/v1') else base}/health"
 
 
 def _models_url(dep: Deployment) -> str:

@@ -7,8 +7,9 @@ computes the one confidence score; evaluates the policies (each evaluation logge
 
 - **escalates** (naming what is missing and how to supply it),
 - **asks for approval** before delegating (confidence 0.4-0.6),
-- **writes a plan** (no provider for the system: Markdown saved to the session and, with a DAG
-  repository configured, to ``<repo>/<agents.plans_dir>/``), or
+- **writes a plan** (no provider for the system: Markdown kept in the session; once approved,
+  the plan file ``<agents.plans_dir>/<slug>.md`` joins the Developer's proposal, so it reaches
+  the repository only with an approved change), or
 - **delegates** to the Developer with a brief it writes itself, which yields a proposal (a diff)
   that is applied only on approval (or by ``agents.auto_approve_confidence``).
 
@@ -21,12 +22,12 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from core.agents.approvals import Approving
+from core.agents.budget import Budget
 from core.agents.confidence import ConfidenceBreakdown, compute_confidence
-from core.agents.developer import choose_files, classify_task, repo_root, slug_for
+from core.agents.developer import choose_files, classify_task, repo_root
 from core.agents.policies import (
     ESCALATE,
     OVERRIDE,
@@ -54,6 +55,8 @@ from core.errors import ConfigError, QwbError
 __all__ = ["ApprovalResult", "Manager", "ProviderDetector", "RunResult", "TaskRequest"]
 
 PLAN_SECTIONS = ("Prerequisites", "Steps", "Tests", "Risks")
+PLAN_MAX_TOKENS = 1200
+PLAN_MAX_CHARS = 8000
 
 MANAGER_PLAN_SYSTEM = (
     "You are the Manager agent of Qubinode Workbench. No Apache Airflow provider covers the "
@@ -365,6 +368,10 @@ class Manager(Approving):
     ) -> None:
         lines = []
         for ev in outcome.evaluations:
+            if ev.decision_type == "override" and outcome.action != OVERRIDE:
+                # no override was given: shown, but not logged as an 'override' decision
+                lines.append(f"[{ev.priority} {ev.policy}] {ev.action}: {'; '.join(ev.reasons)}")
+                continue
             await self.decide(
                 conv,
                 "manager",
@@ -498,7 +505,14 @@ class Manager(Approving):
                 *(f"- {s}" for s in work.context),
             ]
         )
-        body, usage = await self._stream_manager(conv, MANAGER_PLAN_SYSTEM, user)
+        step = Budget(
+            float(self.config.get("agents.step_timeout")), "the Manager's plan",
+            "agents.step_timeout",
+        )  # fmt: skip
+        raw, usage = await self._stream_manager(
+            conv, MANAGER_PLAN_SYSTEM, user, max_tokens=PLAN_MAX_TOKENS, budget=step
+        )
+        body = _dedupe_paragraphs(raw)[:PLAN_MAX_CHARS]
         missing = [s for s in PLAN_SECTIONS if not re.search(rf"(?im)^#+\s*{s}\b", body)]
         now = datetime.now(UTC)
         header = "\n".join(
@@ -518,15 +532,7 @@ class Manager(Approving):
                 f"\n## {s}\n\n(not covered by the model's plan: fill this in before approving)\n"
                 for s in missing
             )
-        path = None
-        if ctx.repo:
-            folder = Path(ctx.repo) / str(self.config.get("agents.plans_dir"))
-            folder.mkdir(parents=True, exist_ok=True)
-            target = (
-                folder / f"{now:%Y%m%d}-{slug_for(work.task, work.system)}-{conv.session_id[:6]}.md"
-            )
-            target.write_text(plan_md, encoding="utf-8")
-            path = str(target)
+        path = None  # kept in the session; the file joins the proposal once the plan is approved
         gate = await self.decide(
             conv,
             "manager",
@@ -555,7 +561,10 @@ class Manager(Approving):
         work.kind = "plan"
         work.gate_decision_id = gate
         sid = conv.session_id
-        where = f" (saved to {path})" if path else " (saved to the session; no agents.dag_repo)"
+        where = (
+            f" (kept in the session: qwb agent status {sid}; it reaches the DAG repository "
+            "only with the approved proposal)"
+        )
         await conv.say(
             "manager",
             "approval_request",
@@ -600,11 +609,9 @@ class Manager(Approving):
             outcome="pending",
         )
         if superseded:
-            await self.settle(
-                superseded.get("gate_decision_id"),
-                "cancelled",
-                f"superseded by an override from {override.by}",
-            )
+            note = f"superseded by an override from {override.by}"
+            for key in ("gate_decision_id", "root_decision_id"):
+                await self.settle(superseded.get(key), "cancelled", note)
         await conv.say(
             "manager",
             "policy",
@@ -627,6 +634,19 @@ class Manager(Approving):
         )
         run = await self.delegate(conv, work, policy=outcome, override=override)
         return replace(run, action="override" if run.ok else "failed")
+
+
+def _dedupe_paragraphs(text: str) -> str:
+    """The plan without repeated paragraphs or lines (small models loop)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for line in text.splitlines():
+        key = re.sub(r"\W+", " ", line.lower()).strip()
+        if key and key in seen and not line.lstrip().startswith("#"):
+            continue
+        seen.add(key)
+        out.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
 
 
 def _context_text(ctx: TaskContext) -> str:

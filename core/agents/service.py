@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from core.agents.sessions import (
     SessionSummary,
     check_author,
 )
-from core.errors import InputError, NotFoundError, QwbError
+from core.errors import BudgetExceeded, InputError, NotFoundError, QwbError
 
 __all__ = [
     "AgentEvent",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 MAX_TASK_CHARS = 20_000
+log = logging.getLogger("qwb.agents")
 
 
 @dataclass(frozen=True)
@@ -325,8 +327,20 @@ class AgentService:
     ) -> Any:
         """Run the work; on an error, record it truthfully in the session before raising."""
         before = await self.store.get(conv.session_id)
+        seconds = float(self.config.get("agents.run_timeout"))
         try:
-            return await work
+            try:
+                async with asyncio.timeout(seconds):
+                    return await work
+            except TimeoutError:
+                raise BudgetExceeded(
+                    f"the run ran out of its {seconds:g} s budget (agents.run_timeout) and was "
+                    "stopped; nothing was applied by it"
+                ) from None
+        except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+            why = str(exc.args[0]) if exc.args else "cancelled (Ctrl-C, or the caller gave up)"
+            await asyncio.shield(self._record_interruption(conv, why, before, restore))
+            raise
         except Exception as exc:
             message = str(exc) if isinstance(exc, QwbError) else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
@@ -337,14 +351,31 @@ class AgentService:
                     )
             raise
 
-    async def _record_failure(self, conv: Conversation, message: str) -> None:
-        if not conv.messages or conv.messages[-1].kind != "error":
-            await conv.say("system", "error", message)
+    async def _record_interruption(
+        self, conv: Conversation, why: str, before: SessionSummary, restore: bool
+    ) -> None:
+        """The run was stopped from outside: say so, close its open decisions, and mark the
+        session 'interrupted' (a gate being worked on stays approvable)."""
+        message = f"interrupted: {why}; nothing was applied by this run"
+        try:
+            await conv.say("system", "interrupted", message)
+            await self._close_decisions(conv, "cancelled", message)
+            pending = before.pending if restore else None
+            await self.store.set_state(conv.session_id, "interrupted", pending=pending)
+        except Exception as exc:  # noqa: BLE001 - the interruption itself must go on
+            log.warning("could not record the interruption of %s: %s", conv.session_id, exc)
+
+    async def _close_decisions(self, conv: Conversation, outcome: str, message: str) -> None:
         if conv.decision_ids:
             mine = set(conv.decision_ids)
             for d in await self.wb.decisions.list_decisions(session_id=conv.session_id, limit=1000):
                 if d.id in mine and d.outcome == "pending":
-                    await self.wb.decisions.update_outcome(d.id, "failed", message)
+                    await self.wb.decisions.update_outcome(d.id, outcome, message)
+
+    async def _record_failure(self, conv: Conversation, message: str) -> None:
+        if not conv.messages or conv.messages[-1].kind != "error":
+            await conv.say("system", "error", message)
+        await self._close_decisions(conv, "failed", message)
         await self.store.set_state(conv.session_id, "failed")
 
 

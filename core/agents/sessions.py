@@ -26,7 +26,7 @@ from core.redaction import redact
 SPEAKERS = ("calling_llm", "operator", "manager", "developer", "system")
 AUTHORS = ("operator", "calling_llm")  # who can start a session, approve, reject or override
 SESSION_STATUSES = (
-    "active", "waiting_approval", "escalated", "completed", "failed", "rejected",
+    "active", "waiting_approval", "escalated", "completed", "failed", "rejected", "interrupted",
 )  # fmt: skip
 PROPOSAL_STATUSES = ("proposed", "approved", "applied", "rejected", "failed")
 MIN_PREFIX = 6

@@ -1,49 +1,35 @@
 """Static checks of generated Airflow DAG code; nothing is imported or executed.
 
-``validate_dag_code(code, required_providers=("amazon",))`` checks that the code compiles
-(``ast.parse``), defines a DAG (a ``DAG(...)`` call, ``with DAG(...)`` or an ``@dag`` function),
-imports every required provider package (``airflow.providers.<name>``), and makes no obviously
-dangerous call at module top level (what Airflow's DAG processor would run on every parse:
-``subprocess.*``, ``os.system``, ``eval``...). ``extract_python(reply)`` pulls the code out of an
-LLM reply that wraps it in a Markdown fence.
+``validate_dag_code(code, required_providers=("amazon",), original=old_code)`` checks that the
+code
+
+- compiles (``ast.parse``) and defines a DAG (a ``DAG(...)`` call, ``with DAG(...)`` or an
+  ``@dag`` function);
+- uses no undefined name (pyflakes' scope analysis: a missing ``import json`` is caught);
+- imports only modules and names that exist in Airflow and its providers
+  (:mod:`core.agents.import_index`) or the standard library;
+- does nothing outside the process at import time, which Airflow's DAG processor runs on every
+  parse (:mod:`core.agents.side_effects`: writing files, running commands, sockets, ...);
+- imports every required provider package (``airflow.providers.<name>``);
+- keeps every task of ``original`` (the file it replaces) unless ``allow_task_removal``.
+
+``extract_python(reply)`` pulls the code out of an LLM reply that wraps it in a Markdown fence.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from core.agents.import_index import check_imports
+from core.agents.side_effects import import_aliases, import_time_effects, resolve
 
 # Provider namespaces whose package names have two levels (apache-airflow-providers-cncf-kubernetes
 # is airflow.providers.cncf.kubernetes).
 _TWO_LEVEL = {"apache", "atlassian", "cncf", "common", "dbt", "microsoft"}
-
-# Dotted call targets that must not run at import time. A name ending in "." covers the module.
-_DANGEROUS = (
-    "subprocess.",
-    "os.system",
-    "os.popen",
-    "os.exec",
-    "os.spawn",
-    "os.fork",
-    "os.kill",
-    "os.remove",
-    "os.unlink",
-    "os.rmdir",
-    "shutil.rmtree",
-    "pty.spawn",
-    "socket.",
-    "urllib.request.",
-    "requests.",
-    "httpx.",
-    "builtins.eval",
-    "builtins.exec",
-    "builtins.compile",
-    "builtins.__import__",
-)
-_DANGEROUS_BUILTINS = {"eval", "exec", "compile", "__import__"}
 
 _DAG_CLASS_MODULES = {"airflow", "airflow.sdk", "airflow.models", "airflow.models.dag"}
 _DAG_DECORATOR_MODULES = {"airflow", "airflow.sdk", "airflow.decorators", "airflow.models.dag"}
@@ -97,9 +83,17 @@ def extract_python(reply: str) -> str:
     return max(blocks, key=len).rstrip() + "\n"
 
 
-def validate_dag_code(code: str, required_providers: Iterable[str] = ()) -> ValidationResult:
+def validate_dag_code(
+    code: str,
+    required_providers: Iterable[str] = (),
+    *,
+    original: str | None = None,
+    allow_task_removal: bool = False,
+) -> ValidationResult:
     """Check generated DAG code statically. See the module docstring."""
     required = [p for p in required_providers if p and p.strip()]
+    if not code.strip():
+        return ValidationResult(ok=False, errors=("the file is empty",))
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
@@ -110,7 +104,7 @@ def validate_dag_code(code: str, required_providers: Iterable[str] = ()) -> Vali
 
     errors: list[str] = []
     warnings: list[str] = []
-    aliases = _import_aliases(tree)
+    aliases = import_aliases(tree)
     modules = _imported_modules(tree)
     provider_modules = sorted(m for m in modules if m.startswith("airflow.providers."))
     providers = sorted({p for m in provider_modules if (p := provider_of(m))})
@@ -125,16 +119,25 @@ def validate_dag_code(code: str, required_providers: Iterable[str] = ()) -> Vali
         if name not in called:
             warnings.append(f"@dag function '{name}' is never called, so no DAG is registered")
 
+    errors.extend(undefined_names(tree))
+    import_errors, import_warnings = check_imports(tree)
+    errors.extend(import_errors)
+    warnings.extend(import_warnings)
+
     for provider in required:
         module = provider_module(provider)
         if not any(m == module or m.startswith(module + ".") for m in modules):
             errors.append(f"does not import the required provider: expected an import of {module}")
 
-    for line, target in _top_level_calls(tree, aliases):
-        errors.append(f"line {line}: calls {target}() at import time; move it into a task")
+    for line, what in import_time_effects(tree):
+        errors.append(f"line {line}: {what} at import time (Airflow runs it on every parse); "
+                      "move it into a task")  # fmt: skip
 
     if not any(m == "airflow" or m.startswith("airflow.") for m in modules):
         errors.append("imports nothing from airflow")
+
+    if original is not None and not allow_task_removal:
+        errors.extend(_lost_tasks(original, tree, aliases))
 
     return ValidationResult(
         ok=not errors,
@@ -146,6 +149,65 @@ def validate_dag_code(code: str, required_providers: Iterable[str] = ()) -> Vali
     )
 
 
+def undefined_names(tree: ast.Module) -> list[str]:
+    """Names used but never defined or imported (pyflakes' scope analysis)."""
+    from pyflakes import checker, messages
+
+    report = checker.Checker(tree, filename="<draft>")
+    wanted = (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)
+    found = []
+    for message in sorted(report.messages, key=lambda m: (m.lineno, m.col)):
+        if isinstance(message, wanted):
+            name = message.message_args[0]
+            found.append(f"line {message.lineno}: name '{name}' is not defined (missing import?)")
+    return list(dict.fromkeys(found))
+
+
+def task_ids(tree: ast.Module, aliases: dict[str, str] | None = None) -> tuple[set[str], bool]:
+    """(the constant task ids the file defines, whether some task ids are computed)."""
+    aliases = aliases if aliases is not None else import_aliases(tree)
+    ids: set[str] = set()
+    computed = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            for keyword in node.keywords:
+                if keyword.arg == "task_id":
+                    value = keyword.value
+                    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                        ids.add(value.value)
+                    else:
+                        computed = True
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                origin = resolve(target, aliases) or ""
+                if origin.split(".")[0] == "airflow" and ".task" in f".{origin.split('.', 1)[-1]}":
+                    explicit = None
+                    if isinstance(decorator, ast.Call):
+                        explicit = next((k.value.value for k in decorator.keywords
+                                         if k.arg == "task_id"
+                                         and isinstance(k.value, ast.Constant)), None)  # fmt: skip
+                    ids.add(str(explicit or node.name))
+    return ids, computed
+
+
+def _lost_tasks(original: str, tree: ast.Module, aliases: dict[str, str]) -> list[str]:
+    try:
+        old_tree = ast.parse(original)
+    except (SyntaxError, ValueError):
+        return []
+    old, _ = task_ids(old_tree)
+    new, computed = task_ids(tree, aliases)
+    lost = sorted(old - new)
+    if not lost or computed:  # computed task ids: which ones exist cannot be told statically
+        return []
+    if not new and not computed:
+        return [f"drops every task of the current file ({', '.join(lost)}); keep them unless "
+                "the task asks to remove them"]  # fmt: skip
+    return [f"drops task(s) {', '.join(lost)} of the current file; keep them unless the task "
+            "asks to remove them"]  # fmt: skip
+
+
 def _imported_modules(tree: ast.AST) -> set[str]:
     modules: set[str] = set()
     for node in ast.walk(tree):
@@ -155,47 +217,6 @@ def _imported_modules(tree: ast.AST) -> set[str]:
             modules.add(node.module)
             modules.update(f"{node.module}.{alias.name}" for alias in node.names)
     return modules
-
-
-def _import_aliases(tree: ast.Module) -> dict[str, str]:
-    """Local name -> dotted origin, for imports anywhere in the module."""
-    aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.asname:
-                    aliases[alias.asname] = alias.name
-                else:
-                    top = alias.name.split(".")[0]
-                    aliases[top] = top
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for alias in node.names:
-                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-    return aliases
-
-
-def _dotted(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr}" if base else None
-    return None
-
-
-def _resolve(node: ast.AST, aliases: dict[str, str]) -> str | None:
-    """The dotted origin of a name or attribute chain, through import aliases."""
-    dotted = _dotted(node)
-    if dotted is None:
-        return None
-    head, _, rest = dotted.partition(".")
-    if head in aliases:
-        head = aliases[head]
-    elif head in _DANGEROUS_BUILTINS:
-        head = f"builtins.{head}"
-    else:
-        return None  # a local name, not something imported
-    return f"{head}.{rest}" if rest else head
 
 
 def _is_dag_class(origin: str | None) -> bool:
@@ -222,7 +243,7 @@ def _find_dags(
         if isinstance(node, ast.Call):
             if isinstance(node.func, ast.Name):
                 called.add(node.func.id)
-            if _is_dag_class(_resolve(node.func, aliases)):
+            if _is_dag_class(resolve(node.func, aliases)):
                 uses_dag = True
                 dag_id = _dag_id_arg(node)
                 if dag_id:
@@ -230,7 +251,7 @@ def _find_dags(
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             for decorator in node.decorator_list:
                 target = decorator.func if isinstance(decorator, ast.Call) else decorator
-                if _is_dag_decorator(_resolve(target, aliases)):
+                if _is_dag_decorator(resolve(target, aliases)):
                     uses_dag = True
                     decorated.append(node.name)
                     explicit = _dag_id_arg(decorator) if isinstance(decorator, ast.Call) else None
@@ -245,30 +266,3 @@ def _dag_id_arg(call: ast.Call) -> str | None:
     if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
         return call.args[0].value
     return None
-
-
-def _top_level_nodes(tree: ast.Module) -> Iterator[ast.AST]:
-    """Every node that runs at import time: not inside a def, lambda or class method body."""
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            stack.extend(node.decorator_list)  # decorators and defaults do run at import
-            stack.extend(node.args.defaults)
-            stack.extend(d for d in node.args.kw_defaults if d is not None)
-            continue
-        if isinstance(node, ast.Lambda):
-            continue
-        yield node
-        stack.extend(ast.iter_child_nodes(node))
-
-
-def _top_level_calls(tree: ast.Module, aliases: dict[str, str]) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = []
-    for node in _top_level_nodes(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        origin = _resolve(node.func, aliases)
-        if origin and origin.startswith(_DANGEROUS):
-            found.append((node.lineno, origin))
-    return sorted(found)
