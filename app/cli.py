@@ -84,6 +84,9 @@ main.add_command(serve_cmd)
 from app.cli_agent import agent_group  # noqa: E402
 
 main.add_command(agent_group)
+from app.cli_eval import eval_cmd  # noqa: E402
+
+main.add_command(eval_cmd)
 
 if __name__ == "__main__":
     main()
