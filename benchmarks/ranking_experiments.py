@@ -261,20 +261,42 @@ def convex(alpha: float = 0.5, depth: int | None = 100, doc_level: bool = True) 
     return rank
 
 
-def with_bm25(k1: float, b: float, inner: Ranker) -> Ranker:
-    """Run `inner` with the corpus' BM25 rebuilt with other k1/b."""
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[_./:=-]+[A-Za-z0-9]+)+")
+
+
+def identifiers(text: str) -> dict[str, int]:
+    """Whole identifiers (BUILD_AI_ASSISTANT_FROM_SOURCE, setup_kvmhost.yml, vg_qubi) as extra
+    terms: PostgreSQL's parser splits them into common words."""
+    out: dict[str, int] = {}
+    for m in IDENTIFIER.finditer(text):
+        term = "§" + m[0].lower().strip("./:=-")
+        out[term] = out.get(term, 0) + 1
+    return out
+
+
+def with_bm25(k1: float, b: float, inner: Ranker, ids: bool = False) -> Ranker:
+    """Run `inner` with the corpus' BM25 rebuilt with other k1/b, optionally with whole
+    identifiers indexed as extra terms (the query's identifiers added to its terms)."""
     from ranking_lab import BM25
 
     cache: dict[int, Any] = {}
 
     def rank(c: Corpus, q: Query) -> list[str]:
         if id(c) not in cache:
-            cache[id(c)] = BM25(c.tf, k1=k1, b=b)
+            tf = (
+                [t | identifiers(text) for t, text in zip(c.tf, c.chunk_text, strict=True)]
+                if ids
+                else c.tf
+            )
+            cache[id(c)] = BM25(tf, k1=k1, b=b)
         saved, c.bm25 = c.bm25, cache[id(c)]
+        saved_terms = q.terms
+        if ids:
+            q.terms = q.terms + list(identifiers(q.q.query))
         try:
             return inner(c, q)
         finally:
-            c.bm25 = saved
+            c.bm25, q.terms = saved, saved_terms
 
     return rank
 
@@ -420,6 +442,16 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
         ("BM25 k1 1.5 b 0.9, text only", with_bm25(1.5, 0.9, r_bm25)),
         ("BM25 k1 0.9 b 0.4, doc RRF w_txt 2", with_bm25(0.9, 0.4, doc_rrf(w_txt=2.0))),
         ("BM25 k1 0.9 b 0.4, score fusion 0.7", with_bm25(0.9, 0.4, convex(0.7))),
+        ("BM25 + identifiers, text only", with_bm25(1.2, 0.75, r_bm25, ids=True)),
+        ("BM25 + identifiers, doc RRF w_txt 2", with_bm25(1.2, 0.75, doc_rrf(w_txt=2.0), ids=True)),
+        (
+            "BM25 k1 .9 b .4 + identifiers, score fusion 0.7",
+            with_bm25(0.9, 0.4, convex(0.7), ids=True),
+        ),
+        (
+            "BM25 k1 .9 b .4 + identifiers, doc RRF w_txt 2",
+            with_bm25(0.9, 0.4, doc_rrf(w_txt=2.0), ids=True),
+        ),
     ]
     print(f"\n## re-ranked in Python over the store's chunks ({len(store.chunk_doc)} chunks)\n")
     print(HEADER)
