@@ -12,11 +12,14 @@ import pytest
 
 from core.errors import InputError
 from core.evaluation import (
+    EvalQuestion,
     RankedDocument,
+    build_report,
     compute_metrics,
     document_ranking,
     load_probes,
     parse_probes,
+    rank_question,
     resolve_relevant,
     run_evaluation,
     source_matches,
@@ -110,6 +113,52 @@ def test_chunks_fold_into_documents_at_their_best_rank() -> None:
 
     ranking = document_ranking([Hit("/a", 0.9), Hit("/a", 0.8), Hit("/b", 0.7), Hit("/a", 0.6)])
     assert ranking == [RankedDocument("/a", None, 0.9), RankedDocument("/b", None, 0.7)]
+
+
+class Hits(list):
+    """What a search returns once it says "nothing relevant": hits plus a `weak` flag."""
+
+    weak: bool | None = None
+
+
+class Hit:
+    def __init__(self, key: str, similarity: float = 0.5) -> None:
+        self.source_key, self.title, self.similarity = key, None, similarity
+
+
+async def test_weak_flag_is_counted_only_when_search_gives_it() -> None:
+    def search_returning(weak: bool | None) -> Any:
+        async def search(query: str, limit: int) -> Hits:
+            hits = Hits([Hit("/d/a.md"), Hit("/d/b.md")])
+            hits.weak = {"unanswerable one": True, "unanswerable two": False}.get(query, weak)
+            return hits
+
+        return search
+
+    questions = [
+        EvalQuestion("answerable one", ("a.md",), "exact"),
+        EvalQuestion("answerable two", ("b.md",), "exact"),
+        EvalQuestion("unanswerable one", (), "unanswerable"),
+        EvalQuestion("unanswerable two", (), "unanswerable"),
+    ]
+    for weak, flagged, false_alarms in ((False, 1, 0), (True, 1, 2)):
+        results = [await rank_question(search_returning(weak), q,
+                                       lambda k, q=q: any(k.endswith(e) for e in q.relevant), 10)
+                   for q in questions]  # fmt: skip
+        report = build_report(results, source="stub", mode="hybrid", depth=10)
+        nothing = report.nothing_relevant
+        assert (nothing.available, nothing.flagged, nothing.false_alarms) == (
+            True, flagged, false_alarms)  # fmt: skip
+        assert [r.rank for r in results] == [1, 2, None, None]
+        assert report.overall.mrr == pytest.approx(0.75)
+
+    async def plain(query: str, limit: int) -> list[Hit]:  # today's search: a plain list
+        return [Hit("/d/a.md")]
+
+    result = await rank_question(plain, questions[2], lambda k: False, 10)
+    report = build_report([result], source="stub", mode="hybrid", depth=10)
+    assert result.weak is None and report.nothing_relevant.available is False
+    assert report.nothing_relevant.flagged is None
 
 
 def test_probe_lines_parse_and_default() -> None:
