@@ -148,16 +148,6 @@ def naive_chars(size: int = 500) -> Callable[[dict[str, Any]], list[tuple[str, s
     return cut
 
 
-def titled(base: Callable[[dict[str, Any]], list[tuple[str, str]]]) -> Callable[..., Any]:
-    """Prefix each chunk's heading path with the document's title and file name."""
-
-    def cut(d: dict[str, Any]) -> list[tuple[str, str]]:
-        head = f"{d['title'] or ''} ({filename_words(d['source_key'])})"
-        return [(head + (" > " + h if h else ""), t) for h, t in base(d)]
-
-    return cut
-
-
 # ----------------------------------------------------------------------------- rankers
 def vec_scores(c: Corpus, q: Query) -> np.ndarray:
     return c.vectors @ q.vector
@@ -462,9 +452,8 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
         print("\n## what is embedded and how documents are cut (re-embedded, cached)\n")
         cuts = [
             ("naive 500-char chunks, MiniLM + BM25 chunk RRF", naive_chars(500)),
+            # not larger than 256: MiniLM truncates its input at 256 word pieces
             ("128-token chunks, overlap 16", chunker(128, 16)),
-            ("512-token chunks, overlap 64", chunker(512, 64)),
-            ("256-token chunks + title/filename in embedded text", titled(chunker(256, 32))),
         ]
         for name, cut in cuts:
             corpus = await rechunk(wb, docs, name, args.cache, cut)
