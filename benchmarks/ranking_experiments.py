@@ -321,7 +321,10 @@ HEADER = (
 # ----------------------------------------------------------------------------- main
 # The combination recommended for phase B (chosen on the tuning half only).
 FINAL: list[tuple[str, Ranker]] = [
-    ("doc RRF vector+BM25 k60", doc_rrf()),
+    (
+        "final: BM25 k1 .9 b .4 + identifiers, score fusion 0.7 BM25 + 0.3 cosine (d100)",
+        with_bm25(0.9, 0.4, convex(0.7), ids=True),
+    )
 ]
 
 
@@ -367,6 +370,11 @@ async def main() -> None:
     )
     ap.add_argument("--cache", type=Path, default=Path("/tmp/qwb-ranking-cache"))
     ap.add_argument("--skip-reembed", action="store_true")
+    ap.add_argument(
+        "--final-only",
+        action="store_true",
+        help="Only the final combination (with --heldout: its held-out numbers).",
+    )
     args = ap.parse_args()
 
     from core.config import load_config
@@ -386,7 +394,7 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
     print(f"# ranking experiments on {args.probes.name} ({len(tune)} questions)\n", flush=True)
     print("## the store's own search (RagStore.search, depth 50 chunk hits)\n")
     print(HEADER)
-    for mode in ("hybrid", "vector", "text"):
+    for mode in ("hybrid",) if args.final_only else ("hybrid", "vector", "text"):
         rep = await run_evaluation(wb.rag, tune, mode=mode, depth=50)
         m = {"all": rep.overall, **rep.by_kind}
         print(row(f"qwb eval --mode {mode}", m) + f" p95 {rep.latency_ms['p95']:.0f} ms")
@@ -398,57 +406,64 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
     )
     add_title_fields(store, titles)
 
-    variants: list[tuple[str, Ranker]] = [
-        ("vector only, exact cosine", r_vector),
-        ("text only, ts_rank (the store's text side)", r_tsrank),
-        ("text only, BM25 (PostgreSQL lexemes)", r_bm25),
-        ("chunk RRF vector+ts_rank k60 d40 (today, exact vectors)", chunk_rrf(text="tsrank")),
-        ("chunk RRF vector+BM25 k60 d40", chunk_rrf()),
-        ("chunk RRF vector+BM25 k60 d100", chunk_rrf(depth=100)),
-        ("chunk RRF vector+BM25 k60 all", chunk_rrf(depth=None)),
-        ("chunk RRF vector+BM25 k20 d40", chunk_rrf(k=20)),
-        ("chunk RRF vector+BM25 k60 d40 w_vec 1.5", chunk_rrf(w_vec=1.5)),
-        ("chunk RRF vector+BM25 k60 d40 w_txt 1.5", chunk_rrf(w_txt=1.5)),
-        ("doc RRF vector+BM25 k60", doc_rrf()),
-        ("doc RRF vector+BM25 k20", doc_rrf(k=20)),
-        ("doc RRF vector+BM25 k60 w_txt 1.5", doc_rrf(w_txt=1.5)),
-        ("doc support (top3, decay .5) vector+BM25 k60 d40", doc_support()),
-        ("doc support (top3, decay .5) d100", doc_support(depth=100)),
-        ("doc support (top2, decay .3) d100", doc_support(depth=100, per_doc=2, decay=0.3)),
-        ("doc support (top5, decay .7) d100", doc_support(depth=100, per_doc=5, decay=0.7)),
-        ("chunk RRF + title/filename field in BM25 (x0.5)", chunk_rrf(title_boost=0.5)),
-        ("doc RRF + title/filename field in BM25 (x0.5)", doc_rrf(title_boost=0.5)),
-        ("doc RRF + title BM25 as a third list (w .5)", doc_rrf(title_list=0.5)),
-        ("doc support d100 + title field (x0.5)", doc_support(depth=100, title_boost=0.5)),
-        ("doc RRF k60 w_txt 2", doc_rrf(w_txt=2.0)),
-        ("doc RRF k60 w_txt 3", doc_rrf(w_txt=3.0)),
-        ("doc RRF k20 w_txt 2", doc_rrf(k=20, w_txt=2.0)),
-        ("chunk RRF k60 d40 w_txt 2", chunk_rrf(w_txt=2.0)),
-        ("score fusion 0.5 BM25 + 0.5 cosine (d100)", convex(0.5)),
-        ("score fusion 0.6 BM25 + 0.4 cosine (d100)", convex(0.6)),
-        ("score fusion 0.7 BM25 + 0.3 cosine (d100)", convex(0.7)),
-        ("score fusion 0.8 BM25 + 0.2 cosine (d100)", convex(0.8)),
-        ("BM25 k1 0.9 b 0.4, text only", with_bm25(0.9, 0.4, r_bm25)),
-        ("BM25 k1 1.5 b 0.9, text only", with_bm25(1.5, 0.9, r_bm25)),
-        ("BM25 k1 0.9 b 0.4, doc RRF w_txt 2", with_bm25(0.9, 0.4, doc_rrf(w_txt=2.0))),
-        ("BM25 k1 0.9 b 0.4, score fusion 0.7", with_bm25(0.9, 0.4, convex(0.7))),
-        ("BM25 + identifiers, text only", with_bm25(1.2, 0.75, r_bm25, ids=True)),
-        ("BM25 + identifiers, doc RRF w_txt 2", with_bm25(1.2, 0.75, doc_rrf(w_txt=2.0), ids=True)),
-        (
-            "BM25 k1 .9 b .4 + identifiers, score fusion 0.7",
-            with_bm25(0.9, 0.4, convex(0.7), ids=True),
-        ),
-        (
-            "BM25 k1 .9 b .4 + identifiers, doc RRF w_txt 2",
-            with_bm25(0.9, 0.4, doc_rrf(w_txt=2.0), ids=True),
-        ),
-    ]
+    variants: list[tuple[str, Ranker]] = (
+        FINAL
+        if args.final_only
+        else [
+            ("vector only, exact cosine", r_vector),
+            ("text only, ts_rank (the store's text side)", r_tsrank),
+            ("text only, BM25 (PostgreSQL lexemes)", r_bm25),
+            ("chunk RRF vector+ts_rank k60 d40 (today, exact vectors)", chunk_rrf(text="tsrank")),
+            ("chunk RRF vector+BM25 k60 d40", chunk_rrf()),
+            ("chunk RRF vector+BM25 k60 d100", chunk_rrf(depth=100)),
+            ("chunk RRF vector+BM25 k60 all", chunk_rrf(depth=None)),
+            ("chunk RRF vector+BM25 k20 d40", chunk_rrf(k=20)),
+            ("chunk RRF vector+BM25 k60 d40 w_vec 1.5", chunk_rrf(w_vec=1.5)),
+            ("chunk RRF vector+BM25 k60 d40 w_txt 1.5", chunk_rrf(w_txt=1.5)),
+            ("doc RRF vector+BM25 k60", doc_rrf()),
+            ("doc RRF vector+BM25 k20", doc_rrf(k=20)),
+            ("doc RRF vector+BM25 k60 w_txt 1.5", doc_rrf(w_txt=1.5)),
+            ("doc support (top3, decay .5) vector+BM25 k60 d40", doc_support()),
+            ("doc support (top3, decay .5) d100", doc_support(depth=100)),
+            ("doc support (top2, decay .3) d100", doc_support(depth=100, per_doc=2, decay=0.3)),
+            ("doc support (top5, decay .7) d100", doc_support(depth=100, per_doc=5, decay=0.7)),
+            ("chunk RRF + title/filename field in BM25 (x0.5)", chunk_rrf(title_boost=0.5)),
+            ("doc RRF + title/filename field in BM25 (x0.5)", doc_rrf(title_boost=0.5)),
+            ("doc RRF + title BM25 as a third list (w .5)", doc_rrf(title_list=0.5)),
+            ("doc support d100 + title field (x0.5)", doc_support(depth=100, title_boost=0.5)),
+            ("doc RRF k60 w_txt 2", doc_rrf(w_txt=2.0)),
+            ("doc RRF k60 w_txt 3", doc_rrf(w_txt=3.0)),
+            ("doc RRF k20 w_txt 2", doc_rrf(k=20, w_txt=2.0)),
+            ("chunk RRF k60 d40 w_txt 2", chunk_rrf(w_txt=2.0)),
+            ("score fusion 0.5 BM25 + 0.5 cosine (d100)", convex(0.5)),
+            ("score fusion 0.6 BM25 + 0.4 cosine (d100)", convex(0.6)),
+            ("score fusion 0.7 BM25 + 0.3 cosine (d100)", convex(0.7)),
+            ("score fusion 0.8 BM25 + 0.2 cosine (d100)", convex(0.8)),
+            ("BM25 k1 0.9 b 0.4, text only", with_bm25(0.9, 0.4, r_bm25)),
+            ("BM25 k1 1.5 b 0.9, text only", with_bm25(1.5, 0.9, r_bm25)),
+            ("BM25 k1 0.9 b 0.4, doc RRF w_txt 2", with_bm25(0.9, 0.4, doc_rrf(w_txt=2.0))),
+            ("BM25 k1 0.9 b 0.4, score fusion 0.7", with_bm25(0.9, 0.4, convex(0.7))),
+            ("BM25 + identifiers, text only", with_bm25(1.2, 0.75, r_bm25, ids=True)),
+            (
+                "BM25 + identifiers, doc RRF w_txt 2",
+                with_bm25(1.2, 0.75, doc_rrf(w_txt=2.0), ids=True),
+            ),
+            (
+                "BM25 k1 .9 b .4 + identifiers, score fusion 0.7",
+                with_bm25(0.9, 0.4, convex(0.7), ids=True),
+            ),
+            (
+                "BM25 k1 .9 b .4 + identifiers, doc RRF w_txt 2",
+                with_bm25(0.9, 0.4, doc_rrf(w_txt=2.0), ids=True),
+            ),
+        ]
+    )
     print(f"\n## re-ranked in Python over the store's chunks ({len(store.chunk_doc)} chunks)\n")
     print(HEADER)
     for name, ranker in variants:
         print(row(name, evaluate(store, queries, ranker)), flush=True)
 
-    if not args.skip_reembed:
+    if not (args.skip_reembed or args.final_only):
         print("\n## what is embedded and how documents are cut (re-embedded, cached)\n")
         cuts = [
             ("naive 500-char chunks, MiniLM + BM25 chunk RRF", naive_chars(500)),
