@@ -371,6 +371,11 @@ async def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/qwb-ranking-cache"))
     ap.add_argument("--skip-reembed", action="store_true")
     ap.add_argument(
+        "--cuts-only",
+        action="store_true",
+        help="Only the re-cut corpora (chunk sizes, the naive baseline).",
+    )
+    ap.add_argument(
         "--final-only",
         action="store_true",
         help="Only the final combination (with --heldout: its held-out numbers).",
@@ -394,7 +399,8 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
     print(f"# ranking experiments on {args.probes.name} ({len(tune)} questions)\n", flush=True)
     print("## the store's own search (RagStore.search, depth 50 chunk hits)\n")
     print(HEADER)
-    for mode in ("hybrid",) if args.final_only else ("hybrid", "vector", "text"):
+    modes = ("hybrid",) if (args.final_only or args.cuts_only) else ("hybrid", "vector", "text")
+    for mode in modes:
         rep = await run_evaluation(wb.rag, tune, mode=mode, depth=50)
         m = {"all": rep.overall, **rep.by_kind}
         print(row(f"qwb eval --mode {mode}", m) + f" p95 {rep.latency_ms['p95']:.0f} ms")
@@ -408,7 +414,7 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
 
     variants: list[tuple[str, Ranker]] = (
         FINAL
-        if args.final_only
+        if (args.final_only or args.cuts_only)
         else [
             ("vector only, exact cosine", r_vector),
             ("text only, ts_rank (the store's text side)", r_tsrank),
@@ -463,7 +469,7 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
     for name, ranker in variants:
         print(row(name, evaluate(store, queries, ranker)), flush=True)
 
-    if not (args.skip_reembed or args.final_only):
+    if args.cuts_only or not (args.skip_reembed or args.final_only):
         print("\n## what is embedded and how documents are cut (re-embedded, cached)\n")
         cuts = [
             ("naive 500-char chunks, MiniLM + BM25 chunk RRF", naive_chars(500)),
@@ -478,9 +484,12 @@ async def run(wb: Any, args: argparse.Namespace) -> None:
                 ("chunk RRF k60 d40", chunk_rrf()),
                 ("doc RRF k60", doc_rrf()),
                 ("doc support d100", doc_support(depth=100)),
+                *FINAL,
             ):
                 print(row(f"{name}: {label}", evaluate(corpus, queries, ranker)), flush=True)
 
+    if args.cuts_only:
+        return
     if args.heldout:
         held = load_probes(PROBES / "qubinode-heldout.jsonl")
         args.heldout_queries = await prepare_queries(wb, held, store.doc_keys, chunk_pos)
