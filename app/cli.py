@@ -91,6 +91,9 @@ main.add_command(agent_group)
 from app.cli_model import model_group  # noqa: E402
 
 main.add_command(model_group)
+from app.cli_eval import eval_cmd  # noqa: E402
+
+main.add_command(eval_cmd)
 
 if __name__ == "__main__":
     main()

@@ -3,11 +3,11 @@
 `HealthChecker.check()` answers *healthy* or *degraded* with one reason per problem, each saying
 what to do. Probes are `{query, expect_source, doc_type?}`: the expected source (a substring of
 the source key, or a glob when it has * or ?) must come back in the top k of a hybrid search.
+Probes are ranked by the retrieval evaluation's machinery (core.evaluation), as `qwb eval` does.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import ConfigError, QwbError
+from core.evaluation import EvalQuestion, rag_search, rank_question, source_matches
 
 EXIT_HEALTHY = 0
 EXIT_DEGRADED = 3
@@ -42,9 +43,7 @@ class Probe:
     origin: str = "config"  # config | auto | caller
 
     def matches(self, source_key: str) -> bool:
-        if any(ch in self.expect_source for ch in "*?["):
-            return fnmatch.fnmatchcase(source_key, self.expect_source)
-        return self.expect_source in source_key
+        return source_matches(self.expect_source, source_key, substring=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,13 +198,16 @@ class HealthChecker:
         return {"sampled": len(rows), "min_similarity": round(float(sims.min()), 4), "bad": bad}
 
     async def run_probes(self, probes: Sequence[Probe]) -> list[ProbeResult]:
+        """Each probe must find its expected source among the top k chunk hits (ranked by
+        document, as `qwb eval` ranks them)."""
         results = []
         for probe in probes:
-            types = [probe.doc_type] if probe.doc_type else None
-            hits = await self.rag.search(probe.query, limit=self.top_k, doc_types=types)
-            sources = [h.source_key for h in hits]
-            rank = next((i for i, s in enumerate(sources, start=1) if probe.matches(s)), None)
-            results.append(ProbeResult(probe, rank is not None, rank, sources))
+            search = rag_search(self.rag, doc_types=[probe.doc_type] if probe.doc_type else None)
+            question = EvalQuestion(probe.query, (probe.expect_source,), probe.origin)
+            ranked = await rank_question(search, question, probe.matches, self.top_k,
+                                         top_n=self.top_k)  # fmt: skip
+            sources = [d.source_key for d in ranked.top]
+            results.append(ProbeResult(probe, ranked.rank is not None, ranked.rank, sources))
         return results
 
     async def fingerprint(self, probes: Sequence[Probe], expect_types: Iterable[str]) -> str:
