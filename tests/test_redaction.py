@@ -387,3 +387,14 @@ def test_an_option_is_a_secret_only_for_its_own_tool() -> None:
     assert "S3cretPw99x" not in out and "Pw9abc1" not in out
     assert "ssh -p 2222 admin@10.0.0.1" in out and "podman run -P -p 8080:80 nginx" in out
     assert out.endswith("ssh -p 2222 h")
+
+
+def test_llm_status_and_errors_never_show_the_api_base_password() -> None:
+    from core.agents.llm import Deployment, RoleStatus
+
+    pw = "Sup3rSecretPW"
+    base = f"http://op:{pw}@llm.lab:8000/v1"
+    assert pw not in str(RoleStatus("manager", "granite", base, False).to_dict())
+    assert Deployment("manager", "granite", base).describe() == (
+        "granite at http://op:***@llm.lab:8000/v1"
+    )

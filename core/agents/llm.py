@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import BudgetExceeded, ContextOverflow, InputError, LLMUnavailable
+from core.redaction import mask_url
 
 ROLES: tuple[str, ...] = ("manager", "developer")
 OLLAMA_PREFIXES = ("ollama/", "ollama_chat/")
@@ -90,6 +91,7 @@ class RoleStatus:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["models"] = list(self.models)
+        data["api_base"] = mask_url(self.api_base) if self.api_base else None
         data["ok"] = self.ok
         return data
 
@@ -127,7 +129,7 @@ class Deployment:
         return address.is_loopback or address.is_private or address.is_link_local
 
     def describe(self) -> str:
-        return f"{self.model} at {self.api_base or '(provider default endpoint)'}"
+        return f"{self.model} at {mask_url(self.api_base or '') or '(provider default endpoint)'}"
 
 
 def _redact(text: str, secret: str | None = None) -> str:
@@ -453,7 +455,7 @@ class LLMClient:
         available = None if models is None else _has_model(dep, models)
         error = None
         if available is False:
-            error = f"model '{dep.served_name}' is not served at {dep.api_base}"
+            error = f"model '{dep.served_name}' is not served at {mask_url(dep.api_base)}"
             if dep.is_ollama:
                 error += f" (run: ollama pull {dep.served_name})"
         return RoleStatus(
@@ -510,7 +512,7 @@ class LLMClient:
             for r, problem in zip(roles, probes, strict=True)
         )
         raise LLMUnavailable(
-            f"no LLM reachable for role '{role}' ({primary.model} at {primary.api_base}): "
+            f"no LLM reachable for role '{role}' ({primary.describe()}): "
             f"{reasons}; start the server or set llm.{role}_api_base / llm.{role}_model"
             + (" (and llm.fallbacks)" if len(roles) == 1 else "")
             + "; 'qwb doctor' shows LLM status"
