@@ -3,9 +3,10 @@
 Cosine similarity is no such signal: MiniLM gives 0.4–0.6 to on-topic and off-topic hits alike.
 What separates them (measured in benchmarks/nothing_relevant.py on the probe set) is whether the
 top documents hold the question's *rare* words: the share of the question's IDF weight (each
-distinct lexeme weighted by its inverse document frequency; a word no chunk holds gets the highest
-IDF) that the best of the top few documents contains. A question the corpus cannot answer leaves
-its specific words ("etcd", "rotate", "Vault") uncovered, however close the vectors.
+distinct lexeme weighted by its inverse document frequency; a word no chunk holds weighs as
+much as one a single chunk holds) that the best of the top few documents contains. A question
+the corpus cannot answer leaves its specific words ("etcd", "MTU", "WireGuard") uncovered,
+however close the vectors.
 
 `judge_coverage` is the rule; `retrieval_relevance` gathers its inputs from the store, in the
 search's own transaction (same snapshot). `qwb eval` scores its unanswerable questions with the
@@ -143,7 +144,7 @@ async def query_terms(conn: Any, query: str) -> list[QueryTerm]:
     if not rows:
         return []
     n = int(rows[0]["n"] or 0)
-    unseen = idf(n, 0)  # a word no chunk holds weighs the most
+    unseen = idf(n, 1)  # a word no chunk holds weighs as much as the rarest
     return [
         QueryTerm(r["token"], r["lexeme"], r["id"], idf(n, r["df"]) if r["id"] else unseen)
         for r in rows
