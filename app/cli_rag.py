@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from app.cli_common import (
     console,
@@ -100,6 +101,8 @@ def render_hits(hits: list[Any]) -> None:
     if not hits:
         out.print("[yellow]no results[/]")
         return
+    if getattr(hits, "weak", False):
+        out.print(f"[yellow]nothing relevant, probably: {escape(hits.weak_reason or '')}[/]")
     for rank, hit in enumerate(hits, start=1):
         path = hit.heading_path
         if hit.title and path.startswith(hit.title):  # the H1 is usually the title already

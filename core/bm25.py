@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Quoted phrases and -negation (web-search syntax) make the text side a filter as well.
@@ -25,6 +25,8 @@ _NEGATED_RE = re.compile(r'(^|\s)-("[^"]*"?|\S+)')
 class Bm25Settings:
     depth: int = 64  # postings read per query term in the first round
     max_depth: int = 1024  # deepest read before settling (unfiltered) or scoring exactly
+    k1: float = 0.9  # the store's rag_text_stats hold the values in force (apply_text_params)
+    b: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Bm25Result:
     exact: bool  # proved the true top k (threshold met, or scored exhaustively)
     rounds: int
     path: str  # "threshold" | "exact" | "none"
+    params: dict[str, Any] = field(default_factory=dict)  # term ids, idf, k1, b, avgdl used
 
 
 def query_terms_text(query: str) -> str:
@@ -218,12 +221,31 @@ async def bm25_top(
         ceiling = unseen + (cutoff if rescored >= rescore else 0.0)
         complete = unseen == 0.0 and rescored < rescore
         if complete or (len(hits) == k and hits[-1].score >= ceiling):
-            return Bm25Result(hits, True, rounds, "threshold")
+            return Bm25Result(hits, True, rounds, "threshold", params)
         if depth >= settings.max_depth:
             if filtered or match != "TRUE":
                 return await _exact(conn, params, filter_sql, match, rounds)
-            return Bm25Result(hits, False, rounds, "threshold")
+            return Bm25Result(hits, False, rounds, "threshold", params)
         depth = min(depth * 4, settings.max_depth)
+
+
+async def apply_text_params(conn: Any, k1: float, b: float) -> bool:
+    """Make the store's BM25 k1 and b these, re-ordering every posting's impact with them in the
+    same transaction (searches read k1, b and the impacts from one snapshot, so the threshold
+    bound stays true). Returns whether anything changed; a no-op when they already are."""
+    cur = await conn.execute("SELECT k1, b FROM rag_text_stats")
+    row = await cur.fetchone()
+    if row is None or (math.isclose(row["k1"], k1) and math.isclose(row["b"], b)):
+        return False
+    async with conn.transaction():
+        # the writers' lock: no ingest adds postings with the old parameters meanwhile
+        cur = await conn.execute("SELECT k1, b FROM rag_text_stats FOR UPDATE")
+        row = await cur.fetchone()
+        if math.isclose(row["k1"], k1) and math.isclose(row["b"], b):
+            return False
+        await conn.execute("UPDATE rag_text_stats SET k1 = %s, b = %s", (k1, b))
+        await conn.execute("SELECT rag_text_reimpact()")
+    return True
 
 
 async def _exact(
@@ -232,4 +254,29 @@ async def _exact(
     """Score every chunk that passes the filters (used when they leave few)."""
     cur = await conn.execute(EXACT_SQL.format(filters=filter_sql, match=match), params)
     hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
-    return Bm25Result(hits, True, rounds + 1, "exact")
+    return Bm25Result(hits, True, rounds + 1, "exact", params)
+
+
+# Exact scores of given chunks (one primary-key probe per chunk and query term).
+CHUNKS_SQL = f"""
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf))
+SELECT p.chunk_id, sum(q.idf * {TF_PART}) AS score
+FROM unnest(%(chunks)s::bigint[]) AS x(chunk_id)
+JOIN rag_postings p ON p.chunk_id = x.chunk_id AND p.term_id = ANY(%(ids)s::int[])
+JOIN q ON q.term_id = p.term_id
+GROUP BY p.chunk_id
+"""
+
+
+async def bm25_chunk_scores(
+    conn: Any, result: Bm25Result, chunk_ids: Sequence[int]
+) -> dict[int, float]:
+    """BM25 of `chunk_ids` for the question `result` was computed for, with the same statistics
+    (0 for a chunk holding none of its terms). Scores the vector side's candidates the text side
+    did not return, so score fusion sees both scores of every candidate."""
+    scores = {h.chunk_id: h.score for h in result.hits}
+    missing = [c for c in chunk_ids if c not in scores]
+    if missing and result.params:
+        cur = await conn.execute(CHUNKS_SQL, {**result.params, "chunks": missing})
+        scores.update({r["chunk_id"]: float(r["score"]) for r in await cur.fetchall()})
+    return {c: scores.get(c, 0.0) for c in chunk_ids}

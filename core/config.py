@@ -43,13 +43,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "chunk_tokens": 256,
         "chunk_overlap_tokens": 32,
         # Search (core.search / core.bm25); see docs/architecture.md "Search".
-        "search_candidates": 40,  # per side before fusion (at least 4 x the limit)
+        "search_candidates": 100,  # per side before fusion (rrf: at least 4 x the limit)
+        "fusion": "score",  # score (scaled BM25 and cosine, weighted) | rrf (reciprocal rank)
         "rrf_k": 60,  # reciprocal rank fusion constant
+        "fusion_text_share": 0.7,  # score fusion: BM25's share (the rest is cosine)
         "hnsw_ef_search": 100,  # HNSW candidate list; higher = better recall, slower
         "hnsw_max_scan_tuples": 200_000,  # iterative scan budget under a filter
+        "bm25_k1": 0.9,  # BM25 term-frequency saturation (the store re-orders its index on change)
+        "bm25_b": 0.4,  # BM25 length normalisation (0 none, 1 full)
         "bm25_depth": 64,  # postings read per query term in the first round
         "bm25_max_depth": 1024,  # deepest per-term read before settling or scoring exactly
         "filter_exact_max_chunks": 20_000,  # filters leaving at most this many: both sides exact
+        # "Nothing relevant" (core.relevance): weak when the best of the top documents holds
+        # less than this share of the question's rare-word (IDF) weight.
+        "weak_min_coverage": 0.455,
+        "weak_top_documents": 3,
     },
     "llm": {
         "manager_model": "ollama_chat/granite3.3:8b",
@@ -161,6 +169,11 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("rag", "max_file_bytes"): (1, 2**31 - 1),
     ("rag", "chunk_tokens"): (16, 8192),
     ("rag", "chunk_overlap_tokens"): (0, 8191),
+    ("rag", "fusion_text_share"): (0, 1),
+    ("rag", "bm25_k1"): (0, 10),
+    ("rag", "bm25_b"): (0, 1),
+    ("rag", "weak_min_coverage"): (0, 1),
+    ("rag", "weak_top_documents"): (1, 100),
     ("llm", "timeout"): (0.1, 86_400),
     ("llm", "retries"): (0, 20),
     ("agents", "aider_timeout"): (1, 86_400),
@@ -177,6 +190,7 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("bootstrap", "watch_interval"): (0.1, 86_400),
 }
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("rag", "fusion"): ("rrf", "score"),
     ("embedding", "provider"): ("local", "litellm"),
     ("agents", "developer_mode"): ("auto", "aider", "llm"),
 }

@@ -51,6 +51,7 @@ class Workbench:
         db = await Database.connect(config, restart_embedded=restart_database)
         try:
             wb = cls(config, db, embedder)
+            await wb.rag.apply_text_params()
             await wb._attach_services()
         except BaseException:
             await db.close()

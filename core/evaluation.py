@@ -231,9 +231,10 @@ def first_relevant_rank(
 def weak_signal(result: Any) -> bool | None:
     """The search's "nothing relevant" flag, if it gives one.
 
-    Contract for the search side: the value returned by `RagStore.search` may carry a boolean
-    attribute `weak` (True: the best hit is too weak to answer the question). Until search computes
-    it, there is none and the evaluation reports the signal as unavailable instead of guessing."""
+    Contract for the search side: the value returned by `RagStore.search` carries a boolean
+    attribute `weak` (True: the best hit is too weak to answer the question), computed by
+    core.relevance. A search that gives none (a stand-in in tests) is reported as unavailable
+    instead of guessed."""
     flag = getattr(result, "weak", None)
     return flag if isinstance(flag, bool) else None
 
@@ -283,6 +284,7 @@ class QuestionResult:
     top: tuple[RankedDocument, ...]
     weak: bool | None
     ms: float
+    weak_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         q = self.question
@@ -299,6 +301,7 @@ class QuestionResult:
                 for d in self.top
             ],  # fmt: skip
             "weak": self.weak,
+            "weak_reason": self.weak_reason,
             "ms": round(self.ms, 1),
         }
 
@@ -437,8 +440,9 @@ async def rank_question(
     ranking = document_ranking(result)
     rank = first_relevant_rank(ranking, is_relevant)
     found = tuple(d.source_key for d in ranking if is_relevant(d.source_key))
+    reason = getattr(result, "weak_reason", None)
     return QuestionResult(question, rank, len(ranking), found, tuple(ranking[:top_n]),
-                          weak_signal(result), ms)  # fmt: skip
+                          weak_signal(result), ms, reason)  # fmt: skip
 
 
 async def all_source_keys(rag: Any, page: int = 1000) -> list[str]:

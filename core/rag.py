@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from core.embeddings import Embedder
 from core.errors import DatabaseUnavailable, InputError, ModelMismatchError, NotFoundError
 from core.files import FileTooLarge, NotARegularFile, read_regular_file
 from core.redaction import redact, redact_counted, redact_locator, redact_tree
+from core.relevance import Relevance
 from core.search import (
     SearchFilters,
     SearchSettings,
@@ -27,6 +29,8 @@ from core.search import (
     glob_to_like,
     hybrid_search,
 )
+
+log = logging.getLogger(__name__)
 
 DOC_TYPES = (
     "adr", "provider_doc", "dag", "troubleshooting", "guide", "policy",
@@ -174,6 +178,28 @@ class SearchHit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class SearchResults(list[SearchHit]):
+    """The hits of one search (a list, best first) and the verdict on them: `weak` is True when
+    nothing found is likely to answer the question (core.relevance), `weak_reason` says why."""
+
+    def __init__(self, hits: Iterable[SearchHit] = (), relevance: Relevance | None = None) -> None:
+        super().__init__(hits)
+        self.relevance = relevance
+
+    @property
+    def weak(self) -> bool:
+        return self.relevance.weak if self.relevance is not None else not self
+
+    @property
+    def weak_reason(self) -> str | None:
+        return self.relevance.reason if self.relevance is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict with the hits, for --json and tool results."""
+        verdict = self.relevance.to_dict() if self.relevance is not None else {"weak": self.weak}
+        return {**verdict, "count": len(self), "hits": [h.to_dict() for h in self]}
 
 
 @dataclass(frozen=True)
@@ -662,8 +688,9 @@ class RagStore:
         updated_since: datetime | None = None,
         min_similarity: float | None = None,
         mode: str = "hybrid",
-    ) -> list[SearchHit]:
-        """Hybrid search: HNSW cosine + BM25, fused by reciprocal rank (core.search).
+    ) -> SearchResults:
+        """Hybrid search: HNSW cosine + BM25, fused (core.search); the hits, best first, with
+        the verdict `weak` / `weak_reason` on whether they can answer the question.
 
         `source` is a prefix, or a glob when it contains * or ?. `mode` "vector" or "text" runs
         one side only (for comparisons). Stage timings of the last call: `last_timings`."""
@@ -688,7 +715,7 @@ class RagStore:
             updated_since=updated_since,
         )
         timings = SearchTimings()
-        rows = await hybrid_search(
+        rows, relevance = await hybrid_search(
             self.db,
             self.embedder,
             query,
@@ -700,7 +727,7 @@ class RagStore:
             timings=timings,
         )
         self.last_timings = timings
-        return [
+        hits = (
             SearchHit(
                 document_id=str(r["document_id"]),
                 chunk_id=r["chunk_id"],
@@ -717,9 +744,22 @@ class RagStore:
                 metadata=r["metadata"] or {},
             )
             for r in rows
-        ]
+        )
+        return SearchResults(hits, relevance)
 
     # ----------------------------------------------------------------- reindex
+    async def apply_text_params(self) -> bool:
+        """Bring the store's BM25 k1/b to the configured ones (rag.bm25_k1, rag.bm25_b),
+        re-ordering the text index when they differ. Called when the workbench opens."""
+        from core.bm25 import apply_text_params
+
+        bm25 = self.search_settings.bm25
+        async with self.db.connection() as conn:
+            changed = await apply_text_params(conn, bm25.k1, bm25.b)
+        if changed:
+            log.warning("BM25 set to k1 %s, b %s: text index re-ordered", bm25.k1, bm25.b)
+        return changed
+
     async def rebuild_text_index(self) -> int:
         """Rebuild the BM25 postings and statistics from the stored chunks (no embedding): after
         changing k1/b in rag_text_stats, or to recompute impacts with today's average length.

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.bm25 import Bm25Settings, bm25_top
+from core.bm25 import Bm25Settings, bm25_chunk_scores, bm25_top
+from core.relevance import Relevance, RelevanceSettings, retrieval_relevance
 
 
 def glob_to_like(pattern: str) -> str:
@@ -65,13 +66,22 @@ class SearchFilters:
         return (" AND ".join(clauses) or "TRUE"), params
 
 
+FUSION_METHODS = ("rrf", "score")
+
+
 @dataclass(frozen=True)
 class FusionParams:
-    """Reciprocal rank fusion: score = sum over sides of weight / (rrf_k + rank)."""
+    """How the two sides' candidates are fused.
+
+    `rrf`: reciprocal rank fusion, score = sum over sides of weight / (rrf_k + rank).
+    `score`: each side's scores min-max scaled over all candidates, then
+    text_share * BM25 + (1 - text_share) * cosine (`fuse_scores`)."""
 
     rrf_k: int = 60
     vector_weight: float = 1.0
     text_weight: float = 1.0
+    method: str = "score"
+    text_share: float = 0.7
 
 
 def fuse(
@@ -85,14 +95,34 @@ def fuse(
     return scores
 
 
+def min_max(scores: dict[int, float]) -> dict[int, float]:
+    """Scores scaled to 0..1 over the candidates (all 0 when they are equal)."""
+    if not scores:
+        return {}
+    lo, hi = min(scores.values()), max(scores.values())
+    span = hi - lo
+    return {c: (s - lo) / span if span > 0 else 0.0 for c, s in scores.items()}
+
+
+def fuse_scores(
+    cosine: dict[int, float], bm25: dict[int, float], text_share: float
+) -> dict[int, float]:
+    """Score fusion over the same candidates: text_share * scaled BM25 + the rest * scaled
+    cosine. Unlike RRF it keeps how far apart the scores are: an exact identifier that only one
+    chunk holds outweighs ten chunks of similar prose."""
+    cos, txt = min_max(cosine), min_max(bm25)
+    return {c: text_share * txt.get(c, 0.0) + (1 - text_share) * cos[c] for c in cosine}
+
+
 @dataclass(frozen=True)
 class SearchSettings:
-    candidates: int = 40  # per side, at least; 4 x limit when larger
+    candidates: int = 100  # per side, at least; rrf: 4 x limit when larger
     ef_search: int = 100  # hnsw.ef_search (raised to the candidate count when lower)
     max_scan_tuples: int = 200_000  # iterative index scans under a filter stop after this many
     exact_max_chunks: int = 20_000  # a filter leaving at most this many chunks: both sides exact
     bm25: Bm25Settings = field(default_factory=Bm25Settings)
     fusion: FusionParams = field(default_factory=FusionParams)
+    relevance: RelevanceSettings = field(default_factory=RelevanceSettings)
 
 
 def search_settings(config: Any) -> SearchSettings:
@@ -103,9 +133,20 @@ def search_settings(config: Any) -> SearchSettings:
         max_scan_tuples=config.get("rag.hnsw_max_scan_tuples"),
         exact_max_chunks=config.get("rag.filter_exact_max_chunks"),
         bm25=Bm25Settings(
-            depth=config.get("rag.bm25_depth"), max_depth=config.get("rag.bm25_max_depth")
+            depth=config.get("rag.bm25_depth"),
+            max_depth=config.get("rag.bm25_max_depth"),
+            k1=config.get("rag.bm25_k1"),
+            b=config.get("rag.bm25_b"),
         ),
-        fusion=FusionParams(rrf_k=config.get("rag.rrf_k")),
+        fusion=FusionParams(
+            rrf_k=config.get("rag.rrf_k"),
+            method=config.get("rag.fusion"),
+            text_share=config.get("rag.fusion_text_share"),
+        ),
+        relevance=RelevanceSettings(
+            min_coverage=config.get("rag.weak_min_coverage"),
+            top_documents=config.get("rag.weak_top_documents"),
+        ),
     )
 
 
@@ -117,6 +158,7 @@ class SearchTimings:
     text: float = 0.0
     vector: float = 0.0
     fuse: float = 0.0
+    relevance: float = 0.0
     total: float = 0.0
     text_path: str = ""
     text_exact: bool = True
@@ -156,12 +198,16 @@ async def hybrid_search(
     mode: str,
     settings: SearchSettings,
     timings: SearchTimings | None = None,
-) -> list[dict[str, Any]]:
-    """Rows of the fused top `limit` (see ROWS_SQL for the columns)."""
+) -> tuple[list[dict[str, Any]], Relevance]:
+    """Rows of the fused top `limit` (see ROWS_SQL for the columns), and the verdict on whether
+    they can answer the question (core.relevance), judged over all fused candidates."""
     timings = timings if timings is not None else SearchTimings()
     start = time.perf_counter()
     use_vec, use_txt = mode in ("hybrid", "vector"), mode in ("hybrid", "text")
-    cand = max(limit * 4, settings.candidates)
+    # Score fusion scales each side over its candidates: a depth that does not grow with the
+    # limit keeps the ranking of the top hits the same whatever the limit.
+    per_limit = 1 if settings.fusion.method == "score" else 4
+    cand = max(limit * per_limit, settings.candidates)
     filter_sql, filter_params = filters.sql()
 
     async def embed() -> Any:
@@ -180,6 +226,7 @@ async def hybrid_search(
                 )
                 text_ids: list[int] = []
                 text_scores: dict[int, float] = {}
+                result = None
                 if use_txt:
                     t0 = time.perf_counter()
                     result = await bm25_top(
@@ -204,7 +251,18 @@ async def hybrid_search(
                     )
                     timings.vector = (time.perf_counter() - t0) * 1000
                 t0 = time.perf_counter()
-                fused = fuse(vector_ids, text_ids, settings.fusion)
+                if settings.fusion.method == "score":
+                    ids = list(dict.fromkeys([*vector_ids, *text_ids]))
+                    cosine = await cosine_scores(conn, vector, ids)
+                    if result is not None:
+                        text_scores = await bm25_chunk_scores(conn, result, ids)
+                    fused = fuse_scores(cosine, text_scores, settings.fusion.text_share)
+                    if not use_txt:
+                        fused = cosine
+                    elif not use_vec:
+                        fused = {c: text_scores[c] for c in ids}
+                else:
+                    fused = fuse(vector_ids, text_ids, settings.fusion)
                 ids = list(fused)
                 cur = await conn.execute(
                     ROWS_SQL,
@@ -219,11 +277,28 @@ async def hybrid_search(
                 )
                 rows = await cur.fetchall()
                 timings.fuse = (time.perf_counter() - t0) * 1000
+                t0 = time.perf_counter()
+                ranked = sorted(ids, key=lambda c: -fused[c])  # stable: ties keep side order
+                relevance = await retrieval_relevance(
+                    conn, query, ranked if rows else [], settings.relevance
+                )
+                timings.relevance = (time.perf_counter() - t0) * 1000
     finally:
         if not embedding.done():
             embedding.cancel()
     timings.total = (time.perf_counter() - start) * 1000
-    return rows
+    return rows, relevance
+
+
+async def cosine_scores(conn: Any, vector: Any, ids: Sequence[int]) -> dict[int, float]:
+    """Cosine similarity of the question to each candidate chunk."""
+    cur = await conn.execute(
+        "SELECT id, 1 - (embedding <=> %(emb)s::vector) AS sim FROM rag_chunks"
+        " WHERE id = ANY(%(ids)s::bigint[])",
+        {"emb": vector, "ids": list(ids)},
+    )
+    sims = {r["id"]: float(r["sim"]) for r in await cur.fetchall()}
+    return {c: sims[c] for c in ids if c in sims}
 
 
 async def filter_leaves_few(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> bool:

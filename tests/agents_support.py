@@ -28,7 +28,8 @@ SSH_DOCS = {
     "runbook:hv-health-fail": (
         "# Runbook: hypervisor health check fails\n\nWhen the nightly hypervisor health check "
         "DAG fails with 'Connection refused' over SSH, check sshd on the hypervisor and the "
-        "ssh_conn_id host and port."
+        "ssh_conn_id host and port. When the health check times out because it took longer "
+        "than the task's timeout, fix the DAG: raise its execution_timeout."
     ),
     "example:hv-dag": (
         "# Example: hypervisor health check DAG\n\nA DAG with one SSHOperator task per "

@@ -198,6 +198,29 @@ async def test_no_rag_context_escalates_without_calling_the_llm(wb: Any, repo: P
     assert git(repo, "status", "--porcelain") == ""
 
 
+async def test_a_weak_retrieval_lowers_the_managers_confidence(wb: Any, repo: Path) -> None:
+    task = "Schedule a weekly export of the payroll spreadsheet to the accounting team"
+    with ScriptedLLM([]) as llm:
+        # Every hit passes the similarity floor: only the search's verdict discounts them.
+        agents = service(wb, llm, repo, **{"agents.rag_min_similarity": -1.0})
+        result = await agents.run_task(task)
+        assert llm.chat_requests == []
+    conf = result.confidence
+    assert conf["inputs"]["rag_hits"] > 0 and conf["inputs"]["max_similarity"] > 0
+    assert "weak" in conf["inputs"]["weak_retrieval"]
+    grounding = conf["inputs"]["grounding"]
+    assert 0 <= grounding < 1
+    assert conf["components"]["similarity"] == pytest.approx(
+        conf["inputs"]["max_similarity"] * grounding
+    )
+    assert result.action == "escalated"
+    said = next(m for m in result.messages if m.kind == "confidence")
+    assert "nothing relevant: weak" in said.content
+    logged = await decisions(wb, result.session_id)
+    rag = next(d for d in logged if d.decision_type == "rag_query")
+    assert "nothing relevant" in rag.decision and rag.context["weak"]
+
+
 async def test_low_confidence_requests_approval_before_delegating(wb: Any, repo: Path) -> None:
     task = "Add a DAG that archives old build server logs to the backup volume"
     with ScriptedLLM(

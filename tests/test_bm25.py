@@ -16,6 +16,9 @@ import pytest_asyncio
 from core.bm25 import Bm25Settings, bm25_top
 from tests.conftest import QWB, REPO, cli_env, create_database, make_config, requires_shared
 
+# The fixture's k1/b for processes started against its database (they would re-order the index
+# to their own configuration's values otherwise).
+FIXTURE_BM25 = {"QWB_RAG_BM25_K1": "1.2", "QWB_RAG_BM25_B": "0.75"}
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "qubinode-docs"
 
 
@@ -25,7 +28,9 @@ async def fresh_wb(pg_server: Any, embedder: Any) -> AsyncIterator[Any]:
     from core.engine import Workbench
 
     url = create_database(pg_server, "bm25")
-    wb = await Workbench.open(make_config(database__url=url))
+    # k1/b of the hand-computed numbers below (the product default is 0.9/0.4, see
+    # test_configured_k1_and_b_reorder_the_index_and_stay_exact)
+    wb = await Workbench.open(make_config(database__url=url, rag__bm25_k1=1.2, rag__bm25_b=0.75))
     wb.test_url = url
     yield wb
     await wb.close()
@@ -161,6 +166,41 @@ async def test_index_top_k_equals_exhaustive_bm25(fresh_wb: Any) -> None:
                 assert hit.score == pytest.approx(want[hit.chunk_id], rel=1e-9)
 
 
+@requires_shared
+async def test_configured_k1_and_b_reorder_the_index_and_stay_exact(fresh_wb: Any) -> None:
+    from core.engine import Workbench
+
+    await fresh_wb.rag.ingest_paths(sorted(CORPUS.rglob("*.md"))[:8], doc_type="guide")
+    stats = "SELECT k1, b FROM rag_text_stats"
+    assert await fresh_wb.db.fetchone(stats) == {"k1": 1.2, "b": 0.75}
+    # Another process opens the store with other parameters: the index is re-ordered for them.
+    other = await Workbench.open(
+        make_config(database__url=fresh_wb.test_url, rag__bm25_k1=0.5, rag__bm25_b=0.3)
+    )
+    try:
+        assert await other.db.fetchone(stats) == {"k1": 0.5, "b": 0.3}
+        assert await other.rag.apply_text_params() is False  # already in force: no rewrite
+        stale = await other.db.fetchone(
+            "SELECT count(*) AS n FROM rag_postings p, rag_text_stats s WHERE abs(p.impact"
+            " - p.tf / (p.tf + 0.5 * (1 - 0.3 + 0.3 * p.len / s.ref_avgdl))) > 1e-5"
+        )
+        assert stale["n"] == 0
+        for q in ("airflow dag deployment", "kcli openshift virtual machine network bridge"):
+            async with other.db.connection() as conn, conn.transaction():
+                result = await bm25_top(conn, q, k=10, settings=Bm25Settings(depth=2))
+                terms = [r["l"] for r in await (await conn.execute(
+                    "SELECT unnest(tsvector_to_array(to_tsvector('english', %s))) AS l", (q,)
+                )).fetchall()]  # fmt: skip
+                want = await exhaustive_bm25(conn, terms, k1=0.5, b=0.3)
+            assert result.exact
+            best = sorted(want.values(), reverse=True)[:10]
+            assert [h.score for h in result.hits] == pytest.approx(best, rel=1e-9)
+    finally:
+        await other.close()
+    await fresh_wb.rag.apply_text_params()  # back to this fixture's 1.2 / 0.75
+    assert await fresh_wb.db.fetchone(stats) == {"k1": 1.2, "b": 0.75}
+
+
 async def test_filters_apply_to_the_text_side_and_still_return_k(fresh_wb: Any) -> None:
     rag = fresh_wb.rag
     for i in range(40):
@@ -207,7 +247,7 @@ async def test_search_is_consistent_while_another_process_ingests(
             await lock_conn.execute("SELECT 1 FROM rag_text_stats FOR UPDATE")
             proc = await asyncio.create_subprocess_exec(
                 *QWB, "ingest", str(tmp_path), "--json",
-                cwd=REPO, env=cli_env(fresh_wb.test_url),
+                cwd=REPO, env=cli_env(fresh_wb.test_url, **FIXTURE_BM25),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             await wait_for_blocked_writer(db, proc)
@@ -249,12 +289,12 @@ async def wait_for_blocked_writer(db: Any, proc: asyncio.subprocess.Process) -> 
 async def test_cli_reindex_text_rebuilds_the_index(fresh_wb: Any) -> None:
     rag, db = fresh_wb.rag, fresh_wb.db
     await rag.ingest_text("# FreeIPA\n\nipa-server-install needs reverse DNS.\n", source_key="ipa")
-    await db.fetchall("UPDATE rag_text_stats SET k1 = 2.0 RETURNING k1")  # an operator's tuning
     async with db.connection() as conn:  # an index that went wrong (e.g. restored by hand)
         await conn.execute("DELETE FROM rag_postings")
     assert await rag.search("reverse DNS", mode="text") == []
+    tuned = {**FIXTURE_BM25, "QWB_RAG_BM25_K1": "2.0"}  # an operator's tuning
     proc = await asyncio.create_subprocess_exec(
-        *QWB, "reindex", "--text", "--yes", cwd=REPO, env=cli_env(fresh_wb.test_url),
+        *QWB, "reindex", "--text", "--yes", cwd=REPO, env=cli_env(fresh_wb.test_url, **tuned),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout=300)

@@ -40,7 +40,9 @@ def test_ingest_search_docs_roundtrip(db_url: str, tmp_path: Path) -> None:
     again = json.loads(qwb(db_url, "ingest", str(tmp_path), "--json").stdout)
     assert again["unchanged"] == 2 and again["chunks_embedded"] == 0
 
-    hits = json.loads(qwb(db_url, "search", "replica CA certificate expired", "--json").stdout)
+    found = json.loads(qwb(db_url, "search", "replica CA certificate expired", "--json").stdout)
+    assert found["weak"] is False and found["count"] == len(found["hits"])
+    hits = found["hits"]
     assert hits[0]["source_key"].endswith("ipa.md")
     assert hits[0]["metadata"] == {"site": "lab"}
     assert 0 < hits[0]["similarity"] <= 1
@@ -56,7 +58,7 @@ def test_ingest_search_docs_roundtrip(db_url: str, tmp_path: Path) -> None:
             str(tmp_path / "notes"),
             "--json",
         ).stdout  # fmt: skip
-    )
+    )["hits"]
     assert [h["source_key"] for h in filtered] == [str(tmp_path / "notes.txt")]
 
     docs = json.loads(qwb(db_url, "docs", "list", "--json").stdout)
@@ -71,6 +73,14 @@ def test_ingest_search_docs_roundtrip(db_url: str, tmp_path: Path) -> None:
 
     human = qwb(db_url, "search", "VyOS interface")
     assert human.returncode == 0 and "notes.txt" in human.stdout
+    assert "nothing relevant" not in human.stdout
+
+    # A question no stored document answers: the closest passages, flagged, with the reason.
+    weak = json.loads(qwb(db_url, "search", "rotate the etcd encryption keys", "--json").stdout)
+    assert weak["weak"] is True and "etcd" in weak["reason"] and weak["coverage"] < 0.455
+    shown_weak = qwb(db_url, "search", "rotate the etcd encryption keys")
+    assert shown_weak.returncode == 0
+    assert "nothing relevant, probably" in shown_weak.stdout and "etcd" in shown_weak.stdout
 
 
 @pytest.mark.parametrize(

@@ -128,3 +128,27 @@ def test_contributions_sum_to_score(sim, hits, provider, successes, extra) -> No
     assert math.isclose(sum(b.contributions.values()), b.score, abs_tol=1e-12)
     assert 0.0 <= b.score <= 1.0
     assert b.band == band_for(b.score)
+
+
+def test_a_weak_retrieval_is_no_grounding() -> None:
+    grounded = compute_confidence(0.7, 5, True, similar_successes=1, similar_attempts=1)
+    reason = "weak: the best of the top 3 documents holds only 20% …; missing: etcd"
+    weak = compute_confidence(
+        0.7, 5, True, similar_successes=1, similar_attempts=1, weak_retrieval=reason
+    )
+    assert grounded.band == "execute"  # 0.28 + 0.3 + 0.2 + 0.1
+    assert weak.components["similarity"] == 0.0 and weak.components["coverage"] == 0.0
+    assert weak.score == pytest.approx(grounded.score - 0.28 - 0.3)
+    assert weak.band == "escalate"
+    assert weak.inputs["weak_retrieval"] == reason and grounded.inputs["weak_retrieval"] is None
+    assert "counted ×0.00, nothing relevant: weak: the best" in weak.explain()
+    assert "nothing relevant" not in grounded.explain()
+    # graded: a search that covered half of what it needed counts the hits half
+    half = compute_confidence(0.7, 5, True, 1, 1, weak_retrieval=reason, grounding=0.5)
+    assert half.contributions["similarity"] == pytest.approx(0.4 * 0.7 * 0.5)
+    assert half.contributions["coverage"] == pytest.approx(0.3 * 0.5)
+    assert weak.score < half.score < grounded.score
+    # grounding only applies to a weak retrieval
+    assert compute_confidence(0.7, 5, True, 1, 1, grounding=0.5).score == grounded.score
+    with pytest.raises(InputError, match="grounding"):
+        compute_confidence(0.7, 5, True, weak_retrieval=reason, grounding=1.5)

@@ -264,9 +264,18 @@ def test_cli_json_metrics_equal_the_hand_computed_ones(tiny_db: str, tiny: Path)
     miss = next(r for r in report["results"] if r["query"] == "unseal with key shares")
     assert miss["relevant_keys"] == [] and miss["searched_documents"] == 1
     assert miss["top"][0]["source_key"].endswith("/vault.md")
-    nothing = {"questions": 1, "available": False, "flagged": None,
-               "answerable_questions": 4, "false_alarms": None}  # fmt: skip
+    # Search's own verdict (core.relevance): the unanswerable question is flagged (no document
+    # holds etcd, encryption or rotation), and so is "when firewalld gets in the way": "get" and
+    # "way" are in no document and outweigh the firewalld it found.
+    nothing = {"questions": 1, "available": True, "flagged": 1,
+               "answerable_questions": 4, "false_alarms": 1}  # fmt: skip
     assert report["nothing_relevant"] == nothing
+    weak = {r["query"]: r["weak"] for r in report["results"]}
+    assert weak == {"vg_qubi": False, "outbound-interface": False,
+                    "when firewalld gets in the way": True, "unseal with key shares": False,
+                    "etcd encryption rotation": True}  # fmt: skip
+    flagged = next(r for r in report["results"] if r["query"] == "when firewalld gets in the way")
+    assert "missing: gets, way" in flagged["weak_reason"]
     assert report["unmatched"] == [] and report["ambiguous"] == []
 
 
@@ -280,7 +289,8 @@ def test_cli_text_output_says_where_misses_ranked(tiny_db: str, tiny: Path) -> N
     assert "rank 2 line 3 paraphrase when firewalld gets in the way" in out
     assert "not in the top 1 documents line 4 paraphrase unseal with key shares" in out
     assert "wanted lvm.md; first: vault.md" in out
-    assert "nothing relevant: unavailable" in out and "signal unavailable" in out
+    assert "nothing relevant: 1/1 unanswerable questions flagged; 1/4 answerable ones" in out
+    assert "line 5 flagged etcd encryption rotation" in out
     assert proc.stderr.strip() == "paraphrase:mrr@10 is 0.250, below 0.5"
 
 
@@ -290,7 +300,8 @@ async def test_hybrid_evaluation_in_process(workbench: Any, tiny: Path, tiny_db:
     ranks = [r.rank for r in report.results]
     assert ranks[:2] == [1, 1]  # both sides find the only document holding the string
     assert all(r is not None for r in ranks[:4])  # the vector side returns every document
-    assert report.nothing_relevant.available is False
+    assert report.nothing_relevant.available is True
+    assert report.nothing_relevant.flagged == 1  # etcd: in no document
     # a shallower search sees fewer documents: the misses say how deep it looked
     shallow = await run_evaluation(workbench.rag, questions, depth=1, mode="text")
     assert [r.searched for r in shallow.results] == [1, 1, 1, 1, 0]

@@ -166,12 +166,17 @@ def test_ingest_content_then_query_list_and_delete(mcp: Mcp) -> None:
     assert again["status"] == "unchanged"
 
     found = mcp.ok("query_rag", {"query": "zone transfer refused on the replica", "limit": 3})
-    assert found["count"] >= 1
+    assert found["count"] >= 1 and found["weak"] is False
     top = found["results"][0]
     assert top["source_key"] == "note:ipa-axfr" and top["doc_type"] == "runbook"
     assert top["metadata"]["site"] == "lab" and 0 < top["similarity"] <= 1
     assert top["metadata"]["ingested_via"] == "mcp" and top["metadata"]["mcp_session"]
     assert "allow-transfer" in mcp.call("query_rag", {"query": "allow-transfer"}).content[0].text
+    weak = mcp.call("query_rag", {"query": "how do I rotate the etcd encryption key?"})
+    verdict = weak.structured_content
+    assert verdict["weak"] is True and "etcd" in verdict["weak_reason"]
+    assert 0 <= verdict["grounding"] < 1
+    assert weak.content[0].text.startswith("Nothing relevant, probably")
     narrowed = mcp.ok("query_rag", {"query": "zone transfer", "doc_types": ["adr"]})
     assert all(r["doc_type"] == "adr" for r in narrowed["results"])
 

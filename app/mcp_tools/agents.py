@@ -455,6 +455,18 @@ class ConfidenceArgs(ToolArgs):
         description="Past attempts at the same or a similar error (search_similar_errors hits "
         "with the same signature or similarity ≥ 0.6).",
     )
+    weak_retrieval: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="query_rag's weak_reason when its weak was true (nothing relevant found): "
+        "the RAG similarity and hits then count only `grounding` of their value.",
+    )
+    grounding: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="query_rag's grounding (0-1), used with weak_retrieval.",
+    )
 
 
 @tool(
@@ -470,7 +482,8 @@ async def compute_confidence_score(wb: Any, ctx: ToolContext, args: ConfidenceAr
     execute, ≥ 0.6 execute_with_logging, ≥ 0.4 request_approval, below escalate. Use it to
     judge whether you have enough grounding before you act on the infrastructure yourself:
     take max_similarity and rag_hits from query_rag, provider_exists from
-    check_provider_exists, and the attempts from search_similar_errors.
+    check_provider_exists, the attempts from search_similar_errors, and weak_retrieval and
+    grounding from query_rag when it said nothing relevant.
     delegate_to_developer computes the same score from the workbench itself. Returns score,
     band, inputs, weights, components and contributions. Reads and writes nothing."""
     from core.agents.confidence import compute_confidence
@@ -481,5 +494,7 @@ async def compute_confidence_score(wb: Any, ctx: ToolContext, args: ConfidenceAr
         args.provider_exists,
         args.similar_successes,
         args.similar_attempts,
+        weak_retrieval=args.weak_retrieval,
+        grounding=args.grounding,
     )
     return ToolResult.of(breakdown, breakdown.explain())

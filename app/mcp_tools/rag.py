@@ -74,7 +74,9 @@ async def query_rag(wb: Any, ctx: ToolContext, args: QueryRagArgs) -> ToolResult
     """Search the workbench's document memory (ADRs, runbooks, provider docs, DAGs, guides)
     with hybrid semantic + full-text search and return the best matching passages with their
     source. Use it before answering questions about this infrastructure or writing a DAG, and
-    cite the source keys you used. Filter by doc_types or source prefix to narrow the search."""
+    cite the source keys you used. Filter by doc_types or source prefix to narrow the search.
+    When `weak` is true the store probably holds nothing that answers the question
+    (`weak_reason` says why): say so rather than answer from these passages."""
     hits = await wb.rag.search(
         args.query,
         limit=args.limit,
@@ -83,15 +85,31 @@ async def query_rag(wb: Any, ctx: ToolContext, args: QueryRagArgs) -> ToolResult
         metadata=args.metadata,
         min_similarity=args.min_similarity,
     )
+    weak, reason = bool(getattr(hits, "weak", not hits)), getattr(hits, "weak_reason", None)
     if hits:
         body = "\n\n".join(_hit_text(i, h) for i, h in enumerate(hits, start=1))
         text = f"{len(hits)} passage(s) for {args.query!r}:\n\n{body}"
+        if weak:
+            text = (
+                f"Nothing relevant, probably ({reason}). The closest passages are below; do not "
+                f"treat them as an answer.\n\n{text}"
+            )
     else:
         text = (
             f"No passages match {args.query!r}. Try other words, drop filters, or ingest the "
             "relevant documents with ingest_to_rag."
         )
-    return ToolResult.of({"query": args.query, "count": len(hits), "results": hits}, text)
+    return ToolResult.of(
+        {
+            "query": args.query,
+            "count": len(hits),
+            "weak": weak,
+            "weak_reason": reason,
+            "grounding": hits.relevance.grounding if getattr(hits, "relevance", None) else 1.0,
+            "results": list(hits),
+        },
+        text,
+    )
 
 
 # ---------------------------------------------------------------------------- ingest_to_rag

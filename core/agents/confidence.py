@@ -4,6 +4,11 @@
     history = similar_successes / similar_attempts   (0.5, neutral, when there are no attempts)
 
 Bands: ≥ 0.8 execute · ≥ 0.6 execute_with_logging · ≥ 0.4 request_approval · < 0.4 escalate.
+
+A weak retrieval (the search's "nothing relevant" verdict, core.relevance) grounds little: its
+hits, however similar, are weak evidence, so the similarity and coverage factors are multiplied
+by the search's grounding (coverage / threshold, below 1; 0 when nothing matched) and the
+explanation says why (a departure from DESIGN §5, see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -74,9 +79,11 @@ class ConfidenceBreakdown:
             if attempts
             else "no similar attempts (neutral 0.5)"
         )
+        weak = i.get("weak_retrieval")
+        discounted = f"; counted ×{i['grounding']:.2f}, nothing relevant: {weak}" if weak else ""
         why = {
-            "similarity": f"best RAG similarity {i['max_similarity']:.2f}",
-            "coverage": f"{i['rag_hits']} RAG hits (full at {MAX_RAG_HITS})",
+            "similarity": f"best RAG similarity {i['max_similarity']:.2f}{discounted}",
+            "coverage": f"{i['rag_hits']} RAG hits (full at {MAX_RAG_HITS}){discounted}",
             "provider": "an Airflow provider exists"
             if i["provider_exists"]
             else "no Airflow provider",
@@ -97,8 +104,12 @@ def compute_confidence(
     provider_exists: bool,
     similar_successes: int = 0,
     similar_attempts: int = 0,
+    weak_retrieval: str | None = None,
+    grounding: float = 0.0,
 ) -> ConfidenceBreakdown:
-    """Score the agents' confidence in acting on a task. See the module docstring."""
+    """Score the agents' confidence in acting on a task. See the module docstring.
+    `weak_retrieval`: the search's reason when it judged its hits weak; they then count only
+    `grounding` (0..1) of their similarity and coverage."""
     try:
         similarity = float(max_similarity)
     except (TypeError, ValueError):
@@ -120,9 +131,14 @@ def compute_confidence(
             f"similar_successes ({similar_successes}) cannot exceed similar_attempts "
             f"({similar_attempts})"
         )
+    if isinstance(grounding, bool) or not isinstance(grounding, int | float):
+        raise InputError(f"grounding must be a number in [0, 1], got {grounding!r}")
+    if math.isnan(grounding) or not 0.0 <= grounding <= 1.0:
+        raise InputError(f"grounding must be in [0, 1], got {grounding!r}")
+    grounded = float(grounding) if weak_retrieval else 1.0
     components = {
-        "similarity": similarity,
-        "coverage": min(rag_hits / MAX_RAG_HITS, 1.0),
+        "similarity": similarity * grounded,
+        "coverage": min(rag_hits / MAX_RAG_HITS, 1.0) * grounded,
         "provider": 1.0 if provider_exists else 0.0,
         "history": similar_successes / similar_attempts if similar_attempts else NEUTRAL_HISTORY,
     }
@@ -138,6 +154,8 @@ def compute_confidence(
                 "provider_exists": bool(provider_exists),
                 "similar_successes": similar_successes,
                 "similar_attempts": similar_attempts,
+                "weak_retrieval": weak_retrieval or None,
+                "grounding": grounded,
             }
         ),
         weights=WEIGHTS,

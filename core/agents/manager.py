@@ -181,6 +181,8 @@ class Manager(Approving):
             ctx.provider.exists,
             ctx.history_successes,
             ctx.history_attempts,
+            weak_retrieval=ctx.rag_weak,
+            grounding=ctx.rag_grounding,
         )
         await conv.say("manager", "confidence", conf.explain(), conf.to_dict())
         pctx = PolicyContext(
@@ -265,6 +267,9 @@ class Manager(Approving):
             for h in relevant
         )
         max_sim = max((h.similarity for h in relevant), default=0.0)
+        verdict = getattr(hits, "relevance", None)
+        rag_weak = (getattr(hits, "weak_reason", None) or "no hits") if hits.weak else None
+        grounding = verdict.grounding if verdict is not None else (1.0 if hits else 0.0)
 
         err_floor = float(cfg.get("agents.similar_error_min_similarity"))
         similar = await self.wb.troubleshooting.search_similar_errors(
@@ -308,6 +313,8 @@ class Manager(Approving):
             rag_hits=rag_hits,
             rag_candidates=len(hits),
             max_similarity=max_sim,
+            rag_weak=rag_weak,
+            rag_grounding=grounding,
             similar_errors=sims,
             history_attempts=len(similar),
             history_successes=successes,
@@ -319,12 +326,14 @@ class Manager(Approving):
             conv,
             "manager",
             "rag_query",
-            f"{len(relevant)} relevant documents of {len(hits)} found; "
+            f"{len(relevant)} relevant documents of {len(hits)} found"
+            f"{' (nothing relevant: ' + rag_weak + ')' if rag_weak else ''}; "
             f"{len(similar)} similar past attempts",
             context={
                 "query": query[:1000],
                 "min_similarity": floor,
                 "hits": list(rag_hits),
+                "weak": rag_weak,
                 "similar_errors": list(sims),
                 "lineage": lineage,
             },

@@ -35,6 +35,8 @@ class TaskContext:
     rag_hits: tuple[dict[str, Any], ...]
     rag_candidates: int
     max_similarity: float
+    rag_weak: str | None  # the search's "nothing relevant" reason, when it judged its hits weak
+    rag_grounding: float  # how far the hits ground an answer (core.relevance), 0..1
     similar_errors: tuple[dict[str, Any], ...]
     history_attempts: int
     history_successes: int
