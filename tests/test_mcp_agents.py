@@ -516,12 +516,16 @@ def test_a_client_that_gives_up_leaves_the_session_interrupted(
     task = "Create a DAG that runs the weekly health check command on the hypervisors over SSH"
     llm.add(Match("Write the Developer's instruction", HANG, on="system"))
     asked = len(llm.chat_requests)
-    with pytest.raises(Exception):  # noqa: B017 - the client's own timeout error
-        mcp.portal.call(
+    try:
+        res = mcp.portal.call(
             lambda: mcp.session.call_tool(
                 "delegate_to_developer", {"task": task}, read_timeout_seconds=8
             )
         )
+    except Exception:  # noqa: BLE001 - the client's own timeout error
+        pass
+    else:
+        pytest.fail(f"the call returned before the client gave up: {res.content[0].text[:800]}")
     assert len(llm.chat_requests) == asked + 1  # it was waiting on the model
     deadline = time.monotonic() + 60
     while True:
