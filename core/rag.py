@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -220,6 +221,28 @@ def glob_to_like(pattern: str) -> str:
     """A shell-style glob as a LIKE pattern (* and ? wildcards; LIKE's own wildcards escaped)."""
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
+
+
+def source_filter_patterns(source: str | None) -> list[str] | None:
+    """LIKE patterns (a key matching any of them passes) for a source filter as operators type it.
+
+    A filter is a prefix, or a glob when it contains * or ?. An absolute path (or `~/…`) is
+    anchored at the start of the source key. Anything else may also start at a path segment,
+    so `adrs/`, `adrs/*` and `adrs/0049.md` (what the document list shows) find
+    `/srv/docs/adrs/0049.md`, while `note:` still finds `note:dns-fix`."""
+    text = (source or "").strip()
+    if not text:
+        return None
+    if text.startswith("~"):
+        text = os.path.expanduser(text)
+    while text.startswith("./"):
+        text = text[2:]
+    like = glob_to_like(text)
+    if not any(ch in text for ch in "*?"):
+        like += "%"
+    if text.startswith("/") or like.startswith("%"):
+        return [like]
+    return [like, "%/" + like]
 
 
 class RagStore:
@@ -537,12 +560,12 @@ class RagStore:
                    metadata, updated_at
             FROM rag_documents
             WHERE (%(t)s::text IS NULL OR doc_type = %(t)s)
-              AND (%(p)s::text IS NULL OR source_key LIKE %(p)s)
+              AND (%(p)s::text[] IS NULL OR source_key LIKE ANY(%(p)s::text[]))
             ORDER BY source_key LIMIT %(limit)s OFFSET %(offset)s
             """,
             {
                 "t": doc_type,
-                "p": glob_to_like(source_prefix) + "%" if source_prefix else None,
+                "p": source_filter_patterns(source_prefix),
                 "limit": limit,
                 "offset": offset,
             },
@@ -616,8 +639,8 @@ class RagStore:
     ) -> list[SearchHit]:
         """Hybrid search: HNSW cosine + full text, fused by reciprocal rank (k=60).
 
-        `source` is a prefix, or a glob when it contains * or ?. `mode` "vector" or "text" runs
-        one side only (for comparisons)."""
+        `source` is a prefix or a glob (see `source_filter_patterns`). `mode` "vector" or
+        "text" runs one side only (for comparisons)."""
         query = (query or "").strip()
         if not query:
             raise InputError("the search query is empty; give some words to search for")
@@ -634,10 +657,7 @@ class RagStore:
         await self.check_model()
         vector = await self.embedder.embed_query(query)
 
-        like = None
-        if source:
-            like = glob_to_like(source) if any(ch in source for ch in "*?") else None
-            like = like or glob_to_like(source) + "%"
+        like = source_filter_patterns(source)
         params = {
             "emb": vector,
             "q": query,
@@ -654,7 +674,7 @@ class RagStore:
         }
         filters = """
               (%(types)s::text[] IS NULL OR d.doc_type = ANY(%(types)s))
-          AND (%(like)s::text IS NULL OR d.source_key LIKE %(like)s)
+          AND (%(like)s::text[] IS NULL OR d.source_key LIKE ANY(%(like)s::text[]))
           AND (%(meta)s::jsonb IS NULL OR d.metadata @> %(meta)s::jsonb)
           AND (%(since)s::timestamptz IS NULL OR d.updated_at >= %(since)s)
         """
