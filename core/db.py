@@ -174,6 +174,32 @@ class Database:
             migrations=row["migrations"],
         )
 
+    async def ping(self, seconds: float = 2.0) -> None:
+        """Raise DatabaseUnavailable (one line) unless the server answers within `seconds`.
+
+        Uses its own short-lived connection, so a busy pool never looks like a dead server and
+        a dead server is found without waiting for the pool's own timeout."""
+        import psycopg
+
+        async def probe() -> None:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=max(2, round(seconds))
+            )
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                await conn.close()
+
+        try:
+            await asyncio.wait_for(probe(), seconds)
+        except (TimeoutError, OSError, psycopg.Error) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer within {seconds:g} s"
+            raise DatabaseUnavailable(
+                f"the database at {redact_url(self.url)} is down: {reason}"
+            ) from None
+
     async def close(self) -> None:
         await self._pool.close()
 
