@@ -39,14 +39,21 @@ class PaneScreen(WorkerFailures, Screen[None]):
     TITLE: ClassVar[str] = ""
     HELP: ClassVar[str] = ""  # Markdown intro for the F1 help
 
+    HOME: ClassVar[str] = ""  # selector of the list that Esc in a text box returns to
+
     def compose(self) -> ComposeResult:
         yield PaneBar(self.MODE, id="pane-bar")
         yield from self.compose_body()
         yield StatusBar(id="status-bar")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         yield from ()
+
+    def focus_home(self) -> None:
+        """Focus the pane's main list (Esc in a text box; after a modal closes)."""
+        if self.HOME:
+            self.query_one(self.HOME).focus()
 
     def pane_commands(self) -> Iterable[SystemCommand]:
         """Palette entries: this pane's visible bindings, plus any `extra_commands`."""
@@ -56,8 +63,8 @@ class PaneScreen(WorkerFailures, Screen[None]):
             if self.check_action(binding.action, ()) is False:
                 continue
             yield SystemCommand(
-                f"{self.TITLE}: {binding.description}",
-                binding.tooltip or f"key {binding.key_display or binding.key}",
+                f"{self.TITLE}: {binding.tooltip or binding.description}",
+                f"key {binding.key_display or binding.key}",
                 partial(self.run_action, binding.action),
             )
         yield from self.extra_commands()
