@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +28,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from app.tui_support import database_fix, is_database_down, one_line
+from app.tui_support import database_fix, is_database_down, one_line, outage_reason
 from screens.widgets import (
     PANES,
     ErrorModal,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from core.engine import Workbench
 
 STARTED_AT = time.perf_counter()
+log = logging.getLogger(__name__)
 SCREENS_DIR = Path(__file__).resolve().parent.parent / "screens"
 PING_SECONDS = 4.0  # how long one check may wait (a stopped server refuses at once)
 
@@ -206,9 +208,9 @@ class WorkbenchApp(App[None]):
         self.status = self.status.with_(db_ok=False, db_detail="down", db_fix=fix)
         if not self._outage_told:
             self._outage_told = True
-            every = f"{self.check_seconds:g} s"
+            log.warning("database down: %s", one_line(error))
             self.notify(
-                f"{one_line(error)}\n{fix}; qwb checks again every {every}.",
+                f"{outage_reason(error)}.\n{fix}. Checked every {self.check_seconds:g} s.",
                 title="Database down",
                 severity="error",
                 timeout=12,
@@ -218,6 +220,7 @@ class WorkbenchApp(App[None]):
         self.status = self.status.with_(db_ok=True, db_detail="", db_fix="")
         if self._outage_told:
             self._outage_told = False
+            log.warning("database back")
             self.notify("The database answers again.", title="Database back", timeout=5)
             refresh = getattr(self.screen, "action_refresh", None)
             if callable(refresh):
@@ -253,6 +256,10 @@ class WorkbenchApp(App[None]):
             self.status = self.status.with_(llm=(("manager", False), ("developer", False)))
             return  # agents are optional; the status bar says enough
         self.show_error(worker.error, worker.name)
+
+    def is_outage(self, error: BaseException) -> bool:
+        """Whether a failure means the database is down (panes say so in place)."""
+        return is_database_down(error)
 
     def show_error(self, error: BaseException, context: str = "") -> str:
         """Any failure in a worker ends here, and the app stays up. Returns it in one line.
@@ -365,6 +372,22 @@ def run_tui(obj: dict[str, Any] | None = None) -> None:
     configured = config.get("tui.log_file")
     log_file = Path(configured).expanduser() if configured else default_log_file()
     handler = route_logging(log_file)
-    WorkbenchApp(config).run()
+    app = WorkbenchApp(config)
+    # Our own loop: asyncio.run() would wait, after the screen is gone, for threads that cannot
+    # be stopped (the embedding model still loading: 15 s and more on a busy host).
+    app.run(loop=asyncio.new_event_loop())
     if handler is not None and handler.warnings:
         print(f"qwb: {handler.warnings} warning(s) logged to {log_file}", file=sys.stderr)
+    leave_now(app.return_code or 0)
+
+
+def leave_now(code: int) -> None:
+    """Exit without joining worker threads or tearing down torch's modules (seconds on a busy
+    host); exit handlers still run (they stop the embedded server and flush the log)."""
+    import atexit
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)

@@ -111,6 +111,13 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def outage_reason(error: BaseException) -> str:
+    """The last clause of a connection error (`Connection refused`, `No such file or
+    directory`, `no answer within 4 s`): what an operator needs in a notice."""
+    text = one_line(error)
+    return text.rsplit(": ", 1)[-1].strip() or text
+
+
 def save_screenshot(app: Any, directory: Path | None = None) -> Path:
     """An SVG of the screen in `directory` (default: the working directory, else the data dir)."""
     from core.config import data_dir

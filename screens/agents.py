@@ -186,6 +186,7 @@ class AgentRunFinished(Message):
 class AgentsPane(PaneScreen):
     MODE = "agents"
     TITLE = "Agents"
+    INFO = "#sessions-info"
     HELP = (
         "Give the Manager a task (Enter or ctrl+j in the task box). It gathers context, scores "
         "its confidence, applies the policies and delegates to the Developer, whose proposal "
@@ -338,7 +339,7 @@ class AgentsPane(PaneScreen):
         s = d.session
         conf = "" if s.last_confidence is None else f" · confidence {s.last_confidence:.2f}"
         self.query_one("#session-title", Label).update(
-            escape(f"{s.title[:70]} · {s.status}{conf} · {s.id}")
+            escape(f"{s.id} · {s.status}{conf} · {s.title}")
         )
         talk = self.query_one("#talk", VerticalScroll)
         await talk.remove_children(Bubble)
@@ -546,13 +547,12 @@ class AgentsPane(PaneScreen):
 
     def action_override(self) -> None:
         fields = [
-            FormField(
-                "instruction", "Instruction for the Developer (executed exactly)", required=True
-            ),  # fmt: skip
-            FormField("reason", "Reason (recorded with the override)", required=True),
-            FormField("constraints", "Constraints, separated by ;", "do not change the schedule"),
-            FormField("apply", "Apply the result at once? (y/n)", value="n"),
-        ]
+            FormField("instruction", "Instruction", "the Developer executes it exactly",
+                      required=True, multiline=True),
+            FormField("reason", "Reason", "recorded with the override", required=True),
+            FormField("constraints", "Constraints", "separated by ; e.g. keep the schedule"),
+            FormField("apply", "Apply at once?", "y or n", value="n", choices=("y", "n")),
+        ]  # fmt: skip
         session = self.session_id
 
         def submitted(values: dict[str, str] | None) -> None:

@@ -179,7 +179,7 @@ class DocumentsScreen(PaneModal):
 
     def on_mount(self) -> None:
         table = self.query_one("#docs-table", DataTable)
-        table.add_columns("type", "chunks", "title", "source", "updated")
+        table.add_columns("source", "type", "chunks", "title", "updated")
         table.focus()
         self.action_refresh()
 
@@ -200,10 +200,10 @@ class DocumentsScreen(PaneModal):
         table.clear()
         for doc in self.documents:
             table.add_row(
+                cell(short_source(doc.source_key)),
                 cell(doc.doc_type),
                 cell(doc.chunk_count),
                 cell((doc.title or "")[:40]),
-                cell(short_source(doc.source_key)),
                 cell(doc.updated_at[:16].replace("T", " ")),
                 key=doc.id,
             )

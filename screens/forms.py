@@ -19,6 +19,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, TextArea
 
 Check = Callable[[str], str | None]  # a value -> what is wrong with it, or None
+FORM_HINT = "[b]^s[/] submit  [b]Esc[/] cancel"
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,7 @@ class FormModal(ModalScreen[Any]):
             with Horizontal(classes="form-buttons"):
                 yield Button(self.submit_label, variant="primary", id="form-submit", compact=True)
                 yield Button("Cancel", id="form-cancel", compact=True)
-                yield Label(
-                    "[b]Enter[/] next  [b]^s[/] submit  [b]Esc[/] cancel",
-                    id="form-hint",
-                    classes="modal-hint",
-                )
+                yield Label(FORM_HINT, id="form-hint", classes="modal-hint")
 
     def _field_widget(self, f: FormField) -> Input | TextArea:
         if f.multiline:
@@ -223,9 +220,7 @@ class FormModal(ModalScreen[Any]):
 
     def _failed(self, message: str) -> None:
         self.saving = False
-        self.query_one("#form-hint", Label).update(
-            "[b]Enter[/] next  [b]^s[/] submit  [b]Esc[/] cancel"
-        )
+        self.query_one("#form-hint", Label).update(FORM_HINT)
         field = next((f.name for f in self.fields if f.named_in(message)), None)
         self.show_problem(field, message)
 

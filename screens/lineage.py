@@ -242,6 +242,7 @@ class ViewLoaded(Message):
 class LineagePane(PaneScreen):
     MODE = "lineage"
     TITLE = "Lineage"
+    INFO = "#lineage-info"
     HELP = (
         "Pick a DAG, job or dataset (type to filter, fuzzy). The graph shows it with its "
         "upstream and downstream to the chosen depth; `b` shows the blast radius of a failed "

@@ -22,7 +22,7 @@ from textual.worker import Worker, WorkerState
 from screens.base import PaneScreen
 from screens.documents import DocumentScreen, DocumentsScreen, DocumentView
 from screens.forms import FormField, FormModal
-from screens.widgets import BoxInput, cell, copy_text
+from screens.widgets import BoxInput, FitTable, cell, copy_text
 
 RESULT_LIMIT = 20
 TYPE_SHORT = {
@@ -56,23 +56,27 @@ def parse_metadata(text: str) -> dict[str, Any] | None:
 
 
 def fit_where(source_key: str, heading_path: str, width: int) -> str:
-    """`folder/file.md › section` in at most `width` cells: the folder goes first (elided
-    from the left), then the section is shortened; the file name stays whole when it can."""
+    """`folder/file.md › section` in at most `width` cells. The file name and the section
+    matter most: the folder goes first, then the file name loses its middle (its start and
+    suffix stay), then the section is cut at its end."""
     parts = PurePath(source_key).parts
-    name = "/".join(parts[-2:]) if len(parts) > 2 else source_key
-    if name.startswith("//"):
-        name = name[1:]
+    base = parts[-1] if parts else source_key
+    folder = parts[-2] if len(parts) > 1 and parts[-2] != "/" else ""
     section = heading_path.split(" > ")[-1].strip() if heading_path else ""
-    text = f"{name} › {section}" if section else name
-    if len(text) <= width:
-        return text
-    base = PurePath(source_key).name or source_key
-    if section:
-        room = width - len(base) - 3
-        if room >= 6:
-            short = section if len(section) <= room else section[: room - 1] + "…"
-            return f"{base} › {short}"
-    return base if len(base) <= width else "…" + base[-(width - 1) :]
+    tail = f" › {section}" if section else ""
+    for text in (f"{folder}/{base}{tail}" if folder else "", f"{base}{tail}"):
+        if text and len(text) <= width:
+            return text
+    keep_section = min(len(tail), 14)
+    name_room = max(width - keep_section, 12)
+    if len(base) > name_room:
+        head = (name_room - 1) * 2 // 3
+        base = base[:head] + "…" + base[-(name_room - 1 - head) :]
+    room = width - len(base)
+    if tail and room >= 4:
+        tail = tail if len(tail) <= room else tail[: room - 1] + "…"
+        return base + tail
+    return base[:width]
 
 
 def describe_filters(request: SearchRequest) -> str:
@@ -134,6 +138,7 @@ class SearchPane(PaneScreen):
     MODE = "search"
     TITLE = "Search"
     HOME = "#results"
+    INFO = "#results-info"
     HELP = (
         "Search the document memory (hybrid: vectors + full text, best first). Filters: doc "
         "types (`adr, guide`), a source prefix or glob as the document list shows it (`adrs/`, "
@@ -174,7 +179,7 @@ class SearchPane(PaneScreen):
                 yield BoxInput(placeholder="meta: k=v", id="meta", classes="compact")
             with Horizontal(classes="pane-body split"):
                 with Vertical(classes="list-column results-column"):
-                    yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+                    yield FitTable(id="results", cursor_type="row", zebra_stripes=True)
                     yield Label("", id="results-info", classes="hint")
                 with Vertical(classes="detail-column"):
                     yield Label("", id="preview-title", classes="preview-title")
@@ -259,12 +264,8 @@ class SearchPane(PaneScreen):
         self.last_request = message.request
         self._fill_results()
         filters = describe_filters(message.request)
-        info = f"{len(self.hits)} result(s) for {message.request.query!r}"
-        if filters:
-            info += f" · {filters}"
-        if self.hits:
-            info += " · best first"
-        self.info(info)
+        info = f"{len(self.hits)} result(s)" + (", best first" if self.hits else "")
+        self.info(info + (f" · {filters}" if filters else " · no filters"))
         if self.hits:
             self.query_one("#results", DataTable).move_cursor(row=0)
             await self._preview(0)
@@ -276,7 +277,8 @@ class SearchPane(PaneScreen):
         table = self.query_one("#results", DataTable)
         cursor = table.cursor_row
         table.clear()
-        width = max(table.size.width - 2 - sum(c + 2 for c in (2, 4, 5)), 12)
+        # the other columns (2, 4, 5 cells and 2 of padding each), padding, the scrollbar
+        width = max(table.size.width - sum(c + 2 for c in (2, 4, 5)) - 2 - 2, 12)
         for rank, hit in enumerate(self.hits, start=1):
             table.add_row(
                 cell(rank),
@@ -287,9 +289,9 @@ class SearchPane(PaneScreen):
         if self.hits:
             table.move_cursor(row=min(max(cursor, 0), len(self.hits) - 1))
 
-    def on_resize(self) -> None:
-        if self.hits:
-            self.call_after_refresh(self._fill_results)
+    def on_fit_table_width_changed(self, message: FitTable.WidthChanged) -> None:
+        if self.hits and message.table.id == "results":
+            self._fill_results()
 
     async def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "results":
@@ -300,12 +302,13 @@ class SearchPane(PaneScreen):
             return
         hit = self.hits[index]
         title = hit.title or Path(hit.source_key).name
-        if hit.heading_path:
-            title += f" › {hit.heading_path}"
-        self.query_one("#preview-title", Label).update(escape(title))
+        headings = [h.strip() for h in (hit.heading_path or "").split(" > ") if h.strip()]
+        if headings and headings[0] == title:
+            headings = headings[1:]  # the document's own title heads most heading paths
+        self.query_one("#preview-title", Label).update(escape(" › ".join([title, *headings])))
         meta = (
-            f"#{index + 1} · {hit.doc_type} · {hit.source_key} · chunk {hit.chunk_index} · "
-            f"similarity {hit.similarity:.3f} · score {hit.score:.4f}"
+            f"#{index + 1} · similarity {hit.similarity:.3f} · score {hit.score:.4f} · "
+            f"chunk {hit.chunk_index} · {hit.doc_type} · {hit.source_key}"
         )
         self.query_one("#preview-meta", Label).update(escape(meta))
         await self.query_one("#preview", DocumentView).show(

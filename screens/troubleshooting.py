@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Label, Markdown, TabbedContent, Ta
 from screens.base import PaneScreen
 from screens.forms import FormField, FormModal
 from screens.text import fenced, md_inline
-from screens.widgets import BoxInput, BoxTextArea, cell, copy_text, theme_style
+from screens.widgets import BoxInput, BoxTextArea, FitTable, cell, copy_text, theme_style
 
 HISTORY_LIMIT = 200
 RESULTS = ("success", "failed", "partial")
@@ -154,6 +154,7 @@ class AttemptSaved(Message):
 class TroubleshootingPane(PaneScreen):
     MODE = "troubleshooting"
     TITLE = "Troubleshooting"
+    INFO = "#history-info"
     HELP = (
         "Every attempt to fix something, searchable. **History**: filter by component, result, "
         "DAG, session and time (`24h`, `7d`, a date); `/` goes to the filters. **Similar "
@@ -193,10 +194,10 @@ class TroubleshootingPane(PaneScreen):
                     yield BoxInput(placeholder="result", id="f-result", classes="compact")
                     yield BoxInput(placeholder="DAG", id="f-dag", classes="compact")
                     yield BoxInput(placeholder="session", id="f-session", classes="compact")
-                    yield BoxInput(placeholder="since: 24h, 7d", id="f-since", classes="compact")
+                    yield BoxInput(placeholder="since (24h, 7d)", id="f-since", classes="compact")
                 with Horizontal(classes="pane-body split"):
-                    with Vertical(classes="list-column"):
-                        yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+                    with Vertical(classes="list-column history-list"):
+                        yield FitTable(id="history-table", cursor_type="row", zebra_stripes=True)
                         yield Label("", id="history-info", classes="hint")
                     with VerticalScroll(classes="detail-column", can_focus=False):
                         yield Markdown("", id="attempt-detail")
@@ -303,7 +304,7 @@ class TroubleshootingPane(PaneScreen):
 
     def _fill_history(self) -> None:
         table = self.query_one("#history-table", DataTable)
-        width = max(table.size.width - 2 - sum(c + 2 for c in (11, 7, 12)), 16)
+        width = max(table.size.width - sum(c + 2 for c in (11, 7, 12)) - 2 - 2, 16)
         table.clear()
         for a in self.attempts:
             table.add_row(
@@ -314,9 +315,9 @@ class TroubleshootingPane(PaneScreen):
                 key=a.id,
             )
 
-    def on_resize(self) -> None:
-        if self.attempts:
-            self.call_after_refresh(self._refill_history)
+    def on_fit_table_width_changed(self, message: FitTable.WidthChanged) -> None:
+        if self.attempts and message.table.id == "history-table":
+            self._refill_history()
 
     def _refill_history(self) -> None:
         table = self.query_one("#history-table", DataTable)
@@ -516,8 +517,8 @@ class TroubleshootingPane(PaneScreen):
         fields = [
             FormField(
                 "result",
-                f"New result (now {a.result})",
-                "success | failed | partial",
+                "New result",
+                f"success | failed | partial (now {a.result})",
                 required=True,
                 choices=RESULTS,
             ),  # fmt: skip

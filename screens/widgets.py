@@ -10,8 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.markup import escape
+from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Markdown, Static, TextArea
+from textual.widgets import DataTable, Input, Label, Markdown, Static, TextArea
 
 PANES: tuple[tuple[str, str, str], ...] = (
     ("1", "search", "Search"),
@@ -244,7 +245,7 @@ def bindings_markdown(
 class BoxInput(Input):
     """A text box of a pane: Esc leaves it for the pane's list, so single keys act again."""
 
-    BINDINGS = [Binding("escape", "leave", "Back to the list", show=False)]
+    BINDINGS = [Binding("escape", "leave", "Leave the box", key_display="Esc")]
 
     def action_leave(self) -> None:
         leave_box(self)
@@ -253,10 +254,26 @@ class BoxInput(Input):
 class BoxTextArea(TextArea):
     """A multi-line box of a pane (pasted errors): Esc leaves it, Tab moves on."""
 
-    BINDINGS = [Binding("escape", "leave", "Back to the list", show=False)]
+    BINDINGS = [Binding("escape", "leave", "Leave the box", key_display="Esc")]
 
     def action_leave(self) -> None:
         leave_box(self)
+
+
+class FitTable(DataTable[Any]):
+    """A DataTable that says when its width changes, so a pane can fit long cells to it."""
+
+    class WidthChanged(Message):
+        def __init__(self, table: FitTable) -> None:
+            super().__init__()
+            self.table = table
+
+    _last_width = 0
+
+    def on_resize(self) -> None:
+        if self.size.width != self._last_width:
+            self._last_width = self.size.width
+            self.post_message(self.WidthChanged(self))
 
 
 def leave_box(box: Any) -> None:
