@@ -417,7 +417,7 @@ class SearchPane(PaneScreen):
         bar = self.query_one("#ingest-bar", ProgressBar)
         bar.update(total=None, progress=0)
         self.query_one("#ingest-label", Label).update(
-            f"scanning {escape(path)}… [b]Esc[/] to cancel"
+            f"[b]Esc[/] cancel · scanning {escape(path)}…"
         )
         self.query_one("#ingest-row").add_class("-running")
         self.ingest_worker = self.run_ingest(path, doc_type, metadata)
@@ -449,7 +449,7 @@ class SearchPane(PaneScreen):
         )
         name = Path(message.current).name if message.current else ""
         self.query_one("#ingest-label", Label).update(
-            f"{message.done}/{message.total} {escape(name)} · [b]Esc[/] to cancel"
+            f"[b]Esc[/] cancel · {message.done}/{message.total} {escape(name)}"
         )
 
     def on_ingest_finished(self, message: IngestFinished) -> None:

@@ -185,7 +185,7 @@ async def test_ingest_can_be_cancelled_with_escape(db_url: str, seeded: Any) -> 
         await wait_until(pilot, lambda: pane.ingest_seen[0] >= 1)
         bar = pane.query_one("#ingest-bar")
         assert bar.total == len(files) and bar.progress >= 1
-        assert "Esc to cancel" in str(pane.query_one("#ingest-label").render())
+        assert "Esc cancel" in str(pane.query_one("#ingest-label").render())
         pane.query_one("#results").focus()
         await pilot.press("escape")
         await settle(pilot)
