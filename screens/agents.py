@@ -280,6 +280,9 @@ class AgentsPane(PaneScreen):
             )
         empty.display = True
         await empty.update(text)
+        talk = self.query_one("#talk", VerticalScroll)
+        talk.anchor(False)
+        talk.scroll_home(animate=False)
 
     # ------------------------------------------------------------------ loading
     @work(group="sessions", exclusive=True, exit_on_error=False, name="listing agent sessions")
@@ -346,7 +349,7 @@ class AgentsPane(PaneScreen):
         self.query_one("#talk-empty", Markdown).display = False
         self.live.clear()
         await talk.mount_all([Bubble(m.speaker, m.kind, m.content) for m in d.messages])
-        talk.scroll_end(animate=False)
+        talk.anchor()  # at the end, and kept there while it grows (until the operator scrolls)
         self._fill_decisions(d.decisions)
         self._fill_proposals(d.proposals)
 
@@ -427,9 +430,9 @@ class AgentsPane(PaneScreen):
             self.detail = None
             self.live.clear()
             await talk.remove_children(Bubble)
+            talk.anchor()
             self.query_one("#session-title", Label).update(escape(f"session {session_id}"))
             self.query_one("#agent-tabs", TabbedContent).active = "conversation"
-        near_end = talk.scroll_offset.y >= talk.max_scroll_y - 3
         if kind == "delta":
             bubble = self.live.get(speaker)
             if bubble is None:
@@ -441,8 +444,6 @@ class AgentsPane(PaneScreen):
             self.live.pop(speaker).finish(kind, text)
         else:
             await talk.mount(Bubble(speaker, kind, text))
-        if near_end:
-            talk.scroll_end(animate=False)
 
     def on_agent_run_finished(self, message: AgentRunFinished) -> None:
         result = message.result

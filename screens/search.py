@@ -25,6 +25,7 @@ from screens.forms import FormField, FormModal
 from screens.widgets import BoxInput, FitTable, cell, copy_text
 
 RESULT_LIMIT = 20
+RESULT_COLUMNS = [("#", "rank"), ("sim", "sim"), ("type", "type"), ("source › section", "where")]
 TYPE_SHORT = {
     "troubleshooting": "trbl", "provider_doc": "prov", "api_doc": "api", "runbook": "rbook",
     "example": "ex", "policy": "pol",
@@ -190,11 +191,8 @@ class SearchPane(PaneScreen):
                 yield Label("", id="ingest-label")
 
     def on_mount(self) -> None:
-        table = self.query_one("#results", DataTable)
-        table.add_column("#", key="rank")
-        table.add_column("sim", key="sim")
-        table.add_column("type", key="type")
-        table.add_column("source › section", key="where")
+        table = self.query_one("#results", FitTable)
+        table.refill(RESULT_COLUMNS, [])
         self.info("Press / to search.")
         table.focus()  # so 1-4 switch panes at once; / focuses the query box
         self.load_stats()
@@ -274,18 +272,20 @@ class SearchPane(PaneScreen):
             await self._clear_preview(f"No results; {hint}, or ingest more documents (i).")
 
     def _fill_results(self) -> None:
-        table = self.query_one("#results", DataTable)
+        table = self.query_one("#results", FitTable)
         cursor = table.cursor_row
-        table.clear()
         # the other columns (2, 4, 5 cells and 2 of padding each), padding, the scrollbar
         width = max(table.size.width - sum(c + 2 for c in (2, 4, 5)) - 2 - 2, 12)
-        for rank, hit in enumerate(self.hits, start=1):
-            table.add_row(
+        rows = [
+            (
                 cell(rank),
                 cell(f"{hit.similarity:.2f}"),
                 cell(TYPE_SHORT.get(hit.doc_type, hit.doc_type)),
                 cell(fit_where(hit.source_key, hit.heading_path, width)),
             )
+            for rank, hit in enumerate(self.hits, start=1)
+        ]
+        table.refill(RESULT_COLUMNS, rows)
         if self.hits:
             table.move_cursor(row=min(max(cursor, 0), len(self.hits) - 1))
 

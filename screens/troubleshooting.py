@@ -22,6 +22,9 @@ from screens.text import fenced, md_inline
 from screens.widgets import BoxInput, BoxTextArea, FitTable, cell, copy_text, theme_style
 
 HISTORY_LIMIT = 200
+HISTORY_COLUMNS = [
+    ("when", "when"), ("result", "result"), ("component", "component"), ("error or task", "what")
+]  # fmt: skip
 RESULTS = ("success", "failed", "partial")
 RESULT_COLOUR = {"success": "text-success", "failed": "text-error", "partial": "text-warning"}
 _SINCE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
@@ -223,10 +226,8 @@ class TroubleshootingPane(PaneScreen):
                 yield DataTable(id="signature-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        history = self.query_one("#history-table", DataTable)
-        for label, key in (("when", "when"), ("result", "result"), ("component", "component"),
-                           ("error or task", "what")):  # fmt: skip
-            history.add_column(label, key=key)
+        history = self.query_one("#history-table", FitTable)
+        history.refill(HISTORY_COLUMNS, [])
         similar = self.query_one("#similar-table", DataTable)
         for label in ("match", "sim", "fix ok", "result", "solution"):
             similar.add_column(label, key=label)
@@ -303,17 +304,18 @@ class TroubleshootingPane(PaneScreen):
         return bool(self.attempts) and 0 <= table.cursor_row < len(self.attempts)
 
     def _fill_history(self) -> None:
-        table = self.query_one("#history-table", DataTable)
+        table = self.query_one("#history-table", FitTable)
         width = max(table.size.width - sum(c + 2 for c in (11, 7, 12)) - 2 - 2, 16)
-        table.clear()
-        for a in self.attempts:
-            table.add_row(
+        rows = [
+            (
                 cell(a.created_at.strftime("%m-%d %H:%M")),
                 result_cell(self.app, a.result),
                 cell(one_line(a.component or "", 12)),
                 cell(one_line(a.error_message or a.task_description, width)),
-                key=a.id,
             )
+            for a in self.attempts
+        ]
+        table.refill(HISTORY_COLUMNS, rows, [a.id for a in self.attempts])
 
     def on_fit_table_width_changed(self, message: FitTable.WidthChanged) -> None:
         if self.attempts and message.table.id == "history-table":

@@ -261,7 +261,18 @@ class BoxTextArea(TextArea):
 
 
 class FitTable(DataTable[Any]):
-    """A DataTable that says when its width changes, so a pane can fit long cells to it."""
+    """A DataTable that says when its width changes, so a pane can fit long cells to it.
+
+    `refill` starts from fresh columns: a DataTable column only ever grows, so cells fitted to
+    a narrower table would otherwise sit in a column sized for an earlier, wider fill."""
+
+    def refill(self, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]],
+               keys: list[str] | None = None) -> None:  # fmt: skip
+        self.clear(columns=True)
+        for label, key in columns:
+            self.add_column(label, key=key)
+        for index, row in enumerate(rows):
+            self.add_row(*row, key=keys[index] if keys else None)
 
     class WidthChanged(Message):
         def __init__(self, table: FitTable) -> None:

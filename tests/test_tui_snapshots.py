@@ -80,18 +80,39 @@ def run(*steps: Steps) -> Callable[[Any], Awaitable[None]]:
             await settle(pilot, rounds=200)
         app = pilot.app
         app.clear_notifications()
+        await settled_layout(pilot)
         for widget in app.screen.query("Input, TextArea"):
             widget.cursor_blink = False
+            widget._cursor_visible = widget.has_focus  # not left in the blink's off phase
         await pilot.pause()
 
     return run_before
 
 
+async def settled_layout(pilot: Any) -> None:
+    """Tables size their columns and scroll views their content when idle: wait for that."""
+
+    def pending() -> bool:
+        screens = pilot.app.screen_stack
+        tables = [t for s in screens for t in s.query("DataTable")]
+        return any(t._require_update_dimensions or t._new_rows for t in tables)
+
+    for _ in range(200):
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        if not pending():
+            break
+    await pilot.pause()
+
+
 def keys(*pressed: str) -> Steps:
+    """Press keys one at a time, letting what each starts finish (as an operator would see)."""
+
     async def step(pilot: Any) -> None:
         for key in pressed:
             await pilot.press(key)
-            await pilot.pause()
+            await settle(pilot, rounds=200)
+            await settled_layout(pilot)
 
     return step
 
