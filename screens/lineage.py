@@ -143,12 +143,12 @@ def job_markdown(job: Any) -> str:
 
 EMPTY_LINEAGE = """### No lineage yet
 
-Lineage comes from OpenLineage events that Airflow sends. Either:
+Lineage comes from the OpenLineage events Airflow sends. Any one of:
 
-- run `qwb serve` and point Airflow's OpenLineage transport at it
-  (`docs/airflow/openlineage.env` has the settings), or
-- import a file-transport log: `qwb lineage import events.jsonl`, or
-- set `lineage.marquez_url` to read from a Marquez server.
+- `qwb serve`, with Airflow's OpenLineage transport pointed at it
+  (`qwb lineage facets` prints the settings)
+- `qwb lineage import events.jsonl`, to import a file-transport log
+- `lineage.marquez_url` in the config, to read a Marquez server
 
 Then press `r` here."""
 
@@ -342,7 +342,9 @@ class LineagePane(PaneScreen):
             f"{failing} failing · {s.lineage_source}{more}"
         )
         self._show_catalog()
-        if not self.catalog and self.current is None:
+        empty = not self.catalog and self.current is None
+        self.set_class(empty, "-no-lineage")  # the hint takes the graph's room (fits 80x24)
+        if empty:
             self.query_one("#view-title", Label).update("no lineage yet")
             await self.query_one("#lineage-detail", Markdown).update(EMPTY_LINEAGE)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.conftest import SHARED, requires_shared
+from tests.conftest import SHARED, create_database, requires_shared
 from tests.test_tui_support import notifications, screen_text, settle, tui_app, wait_until
 from tests.tui_seed import (
     DNS_ERROR,
@@ -525,6 +525,15 @@ async def test_friction_lineage_blast_radius_without_a_failure_says_so(
         await settle(pilot)
         assert "nothing has failed" in pane.detail_markdown
         assert not pane.detail_markdown.split("\n")[2].startswith("severity")
+
+
+async def test_friction_lineage_empty_state_says_how_to_get_lineage(pg_server: Any) -> None:
+    """No events stored: the pane says where lineage comes from, all of it on an 80x24 screen."""
+    app = tui_app(create_database(pg_server, "issue14_no_lineage"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await go(pilot, "4")
+        text = screen_text(app)
+        assert "qwb serve" in text and "qwb lineage import" in text, text
 
 
 async def test_friction_footers_fit_120_columns(db_url: str, seeded: Any) -> None:
