@@ -81,21 +81,30 @@ def run(*steps: Steps) -> Callable[[Any], Awaitable[None]]:
         app = pilot.app
         app.clear_notifications()
         await settled_layout(pilot)
+        for screen in app.screen_stack:  # a scrollbar painted mid-scroll is not repainted
+            for widget in screen.query("*"):  # under a modal: paint each at its final place
+                if widget.show_vertical_scrollbar:
+                    widget.vertical_scrollbar.refresh()
         for widget in app.screen.query("Input, TextArea"):
             widget.cursor_blink = False
             widget._cursor_visible = widget.has_focus  # not left in the blink's off phase
+            widget.refresh()
         await pilot.pause()
 
     return run_before
 
 
 async def settled_layout(pilot: Any) -> None:
-    """Tables size their columns and scroll views their content when idle: wait for that."""
+    """Tables size their columns and anchored views (the conversation) scroll to their end
+    when idle: wait for that, on the screens under a modal too."""
 
     def pending() -> bool:
         screens = pilot.app.screen_stack
         tables = [t for s in screens for t in s.query("DataTable")]
-        return any(t._require_update_dimensions or t._new_rows for t in tables)
+        anchored = [w for s in screens for w in s.query("VerticalScroll") if w.is_anchored]
+        return any(t._require_update_dimensions or t._new_rows for t in tables) or any(
+            w.scroll_y < w.max_scroll_y for w in anchored
+        )
 
     for _ in range(200):
         await pilot.pause()
