@@ -120,7 +120,12 @@ def render_hits(hits: list[Any]) -> None:
 @click.command("search")
 @click.argument("query")
 @click.option("--doc-type", "-t", "doc_types", multiple=True, help="Only these doc types.")
-@click.option("--source", "-s", default=None, help="Source prefix, or glob with * and ?.")
+@click.option(
+    "--source",
+    "-s",
+    default=None,
+    help="Source prefix or glob (* ?); 'adrs/' matches any adrs folder.",
+)
 @click.option(
     "--meta", "-m", multiple=True, metavar="K=V", help="Metadata the document must contain."
 )
@@ -165,7 +170,9 @@ def docs_group() -> None:
 
 @docs_group.command("list")
 @click.option("--doc-type", "-t", default=None)
-@click.option("--source", "-s", default=None, help="Source prefix.")
+@click.option(
+    "--source", "-s", default=None, help="Source prefix or glob; 'adrs/' matches any adrs folder."
+)
 @click.option("--limit", "-n", default=100, show_default=True, type=click.IntRange(1, 10000))
 @json_option
 def docs_list(doc_type: str | None, source: str | None, limit: int, as_json: bool) -> None:

@@ -126,6 +126,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "read_only": False,
         "log_file": None,
     },
+    "tui": {
+        "db_check_seconds": 2.0,  # how often the status bar asks whether the database is up
+        "log_file": None,  # the TUI's log (never the terminal); unset -> XDG state dir/qwb/tui.log
+    },
     "bootstrap": {
         "probes": [],  # [{query, expect_source (substring or glob of source key), doc_type?}]
         "adrs": "",  # default ADR folder for `qwb bootstrap` ("" = none)
@@ -156,6 +160,7 @@ TYPES: dict[tuple[str, str], type] = {
     ("lineage", "marquez_url"): str,
     ("lineage", "serve_token"): str,
     ("mcp", "log_file"): str,
+    ("tui", "log_file"): str,
 }
 
 SECRET_KEYS = {("llm", "api_key"), ("lineage", "serve_token"), ("database", "url")}

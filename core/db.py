@@ -443,6 +443,15 @@ class Database:
             migrations=row["migrations"],
         )
 
+    async def require_up(self, seconds: float = 2.0) -> None:
+        """Raise DatabaseUnavailable (one line, with the fix) unless the server answers within
+        `seconds` (`ping` on its own connection: a busy pool never looks like a dead server)."""
+        health = await self.ping(seconds)
+        if not health.ok:
+            raise DatabaseUnavailable(
+                health.message, restarting=health.restarting, external=self.kind == "external"
+            )
+
     async def close(self) -> None:
         for task in (self._watch, self._recovery):
             if task is not None and not task.done():

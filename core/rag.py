@@ -28,6 +28,7 @@ from core.search import (
     SearchTimings,
     glob_to_like,
     hybrid_search,
+    source_filter_patterns,
 )
 
 log = logging.getLogger(__name__)
@@ -612,12 +613,12 @@ class RagStore:
                    metadata, updated_at
             FROM rag_documents
             WHERE (%(t)s::text IS NULL OR doc_type = %(t)s)
-              AND (%(p)s::text IS NULL OR source_key LIKE %(p)s)
+              AND (%(p)s::text[] IS NULL OR source_key LIKE ANY(%(p)s::text[]))
             ORDER BY source_key LIMIT %(limit)s OFFSET %(offset)s
             """,
             {
                 "t": doc_type,
-                "p": glob_to_like(source_prefix) + "%" if source_prefix else None,
+                "p": source_filter_patterns(source_prefix),
                 "limit": limit,
                 "offset": offset,
             },
@@ -692,8 +693,9 @@ class RagStore:
         """Hybrid search: HNSW cosine + BM25, fused (core.search); the hits, best first, with
         the verdict `weak` / `weak_reason` on whether they can answer the question.
 
-        `source` is a prefix, or a glob when it contains * or ?. `mode` "vector" or "text" runs
-        one side only (for comparisons). Stage timings of the last call: `last_timings`."""
+        `source` is a prefix or a glob (see `core.search.source_filter_patterns`). `mode`
+        "vector" or "text" runs one side only (for comparisons). Stage timings of the last
+        call: `last_timings`."""
         query = (query or "").strip()
         if not query:
             raise InputError("the search query is empty; give some words to search for")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,14 +27,35 @@ def glob_to_like(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
+def source_filter_patterns(source: str | None) -> list[str] | None:
+    """LIKE patterns (a key matching any of them passes) for a source filter as operators type it.
+
+    A filter is a prefix, or a glob when it contains * or ?. An absolute path (or `~/…`) is
+    anchored at the start of the source key. Anything else may also start at a path segment,
+    so `adrs/`, `adrs/*` and `adrs/0049.md` (what the document list shows) find
+    `/srv/docs/adrs/0049.md`, while `note:` still finds `note:dns-fix`."""
+    text = (source or "").strip()
+    if not text:
+        return None
+    if text.startswith("~"):
+        text = os.path.expanduser(text)
+    while text.startswith("./"):
+        text = text[2:]
+    like = glob_to_like(text)
+    if not any(ch in text for ch in "*?"):
+        like += "%"
+    if text.startswith("/") or like.startswith("%"):
+        return [like]
+    return [like, "%/" + like]
+
+
 def source_filter_sql(source: str | None) -> tuple[str, dict[str, Any]]:
-    """The user's source filter as SQL over documents `d`: a prefix, or a glob when it holds * or
-    ?. The one place that turns a source filter into SQL."""
-    if not source:
+    """The user's source filter as SQL over documents `d` (see `source_filter_patterns`). The
+    one place that turns a source filter into SQL."""
+    patterns = source_filter_patterns(source)
+    if not patterns:
         return "TRUE", {}
-    has_glob = any(ch in source for ch in "*?")
-    like = glob_to_like(source) if has_glob else glob_to_like(source) + "%"
-    return "d.source_key LIKE %(f_source)s", {"f_source": like}
+    return "d.source_key LIKE ANY(%(f_source)s::text[])", {"f_source": patterns}
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.message import Message
-from textual.widgets import DataTable, Input, Label, Markdown, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Label, Markdown, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from screens.base import PaneScreen
-from screens.widgets import FormField, FormModal, cell, copy_text, theme_colour
+from screens.forms import FormField, FormModal
+from screens.widgets import BoxInput, cell, copy_text, theme_style
 
 SESSION_LIMIT = 100
 STATUS_GLYPH = {
@@ -89,6 +90,32 @@ def decision_markdown(d: Any) -> str:
     if context:
         text = json.dumps(context, indent=2, default=str, ensure_ascii=False)
         lines += ["**Context**", "", "```json", text[:4000], "```"]
+    return "\n".join(lines)
+
+
+def no_llm_markdown(roles: dict[str, dict[str, Any]]) -> str:
+    """What to configure when no LLM answers (the rest of qwb works without one)."""
+    lines = ["### No LLM answers, so agents cannot run", ""]
+    for role, data in roles.items():
+        where = f"`{data.get('model') or 'no model'}` at `{data.get('api_base') or 'no api_base'}`"
+        why = " ".join(str(data.get("error") or "not reachable").split())[:120]
+        lines.append(f"- **{role}**: {where}: {why}")
+    lines += [
+        "",
+        "Point the roles at OpenAI-compatible servers in your config file "
+        "(`qwb config` prints it and where each value comes from):",
+        "",
+        "```toml",
+        "[llm]",
+        'manager_model = "openai/granite-3.3-8b-instruct"',
+        'manager_api_base = "http://llm.lab.example:8000/v1"',
+        'developer_model = "openai/granite-3.3-8b-instruct"',
+        'developer_api_base = "http://llm.lab.example:8000/v1"',
+        "```",
+        "",
+        "or for one run: `qwb --set llm.manager_api_base=http://…`. `qwb doctor` checks them. "
+        "Sessions, decisions and proposals already stored stay readable here.",
+    ]
     return "\n".join(lines)
 
 
@@ -159,6 +186,7 @@ class AgentRunFinished(Message):
 class AgentsPane(PaneScreen):
     MODE = "agents"
     TITLE = "Agents"
+    INFO = "#sessions-info"
     HELP = (
         "Give the Manager a task (Enter or ctrl+j in the task box). It gathers context, scores "
         "its confidence, applies the policies and delegates to the Developer, whose proposal "
@@ -173,13 +201,14 @@ class AgentsPane(PaneScreen):
         Binding("a", "approve", "Approve"),
         Binding("r", "reject", "Reject"),
         Binding("o", "override", "Override"),
-        Binding("v", "tab('conversation')", "Talk"),
+        Binding("v", "tab('conversation')", "Talk", show=False),
         Binding("t", "tab('decisions')", "Decisions"),
         Binding("p", "tab('proposals')", "Proposals"),
-        Binding("c", "copy", "Copy"),
-        Binding("f5", "refresh", "Refresh"),
-        Binding("escape", "escape", "Cancel agent", show=False),
+        Binding("c", "copy", "Copy", show=False),
+        Binding("f5", "refresh", "Refresh", show=False),
+        Binding("escape", "cancel_agent", "Cancel agent"),
     ]
+    HOME = "#sessions"
 
     def __init__(self) -> None:
         super().__init__()
@@ -187,6 +216,7 @@ class AgentsPane(PaneScreen):
         self.session_id: str | None = None  # the session shown (None: a new task starts one)
         self.detail: Any = None
         self.agent_worker: Worker[None] | None = None
+        self.sent_task: str | None = None  # cleared from the box only when its run succeeds
         self.live: dict[str, Bubble] = {}
 
     def compose_body(self) -> ComposeResult:
@@ -198,7 +228,8 @@ class AgentsPane(PaneScreen):
                 yield Label("new session", id="session-title", classes="preview-title")
                 with TabbedContent(id="agent-tabs", initial="conversation", classes="pane-body"):
                     with TabPane("Conversation", id="conversation"):
-                        yield VerticalScroll(id="talk")
+                        with VerticalScroll(id="talk"):
+                            yield Markdown("", id="talk-empty")
                     with TabPane("Decisions", id="decisions"):
                         yield DataTable(id="decision-table", cursor_type="row", zebra_stripes=True)
                         with VerticalScroll(classes="decision-detail"):
@@ -207,7 +238,9 @@ class AgentsPane(PaneScreen):
                         yield DataTable(id="proposal-table", cursor_type="row", zebra_stripes=True)
                         with VerticalScroll(classes="diff-scroll"):
                             yield Static("", id="diff")
-                yield Input(placeholder="Task for the Manager… (n)", id="task", classes="compact")
+                yield BoxInput(
+                    placeholder="Task for the Manager… (n)", id="task", classes="compact"
+                )
                 yield Label("", id="agent-state", classes="hint")
 
     def on_mount(self) -> None:
@@ -219,7 +252,37 @@ class AgentsPane(PaneScreen):
             "id", "status", "change", "conf", "by"
         )
         self.query_one("#sessions", DataTable).focus()
+        self.watch(self.app, "status", self._llm_status, init=True)
         self.load_sessions()
+
+    def _llm_status(self, _status: Any) -> None:
+        self.call_later(self._show_empty_state)
+
+    async def _show_empty_state(self) -> None:
+        """The conversation area before a session is shown: how to start, or what to set up."""
+        empty = self.query_one("#talk-empty", Markdown)
+        if self.detail is not None or self.agent_running():
+            empty.display = False
+            return
+        roles = getattr(self.app, "llm_roles", {})
+        down = roles and not any(r.get("ok") for r in roles.values())
+        if down:
+            text = no_llm_markdown(roles)
+        elif self.sessions:
+            text = "_Pick a session on the left, or press **n** for a new task._"
+        else:
+            text = (
+                "### No agent sessions yet\n\nPress **n** and type a task for the Manager, "
+                "e.g. _Create a DAG that runs the nightly health check on the hypervisors "
+                "over SSH_. It gathers context, scores its confidence, and the Developer's "
+                "proposal shows as a diff for you to approve (**a**), reject (**r**) or "
+                "override (**o**)."
+            )
+        empty.display = True
+        await empty.update(text)
+        talk = self.query_one("#talk", VerticalScroll)
+        talk.anchor(False)
+        talk.scroll_home(animate=False)
 
     # ------------------------------------------------------------------ loading
     @work(group="sessions", exclusive=True, exit_on_error=False, name="listing agent sessions")
@@ -243,6 +306,7 @@ class AgentsPane(PaneScreen):
             ids = [s.id for s in self.sessions]
             if self.session_id in ids:
                 table.move_cursor(row=ids.index(self.session_id))
+        self.call_later(self._show_empty_state)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         table = event.data_table.id
@@ -278,13 +342,14 @@ class AgentsPane(PaneScreen):
         s = d.session
         conf = "" if s.last_confidence is None else f" · confidence {s.last_confidence:.2f}"
         self.query_one("#session-title", Label).update(
-            escape(f"{s.title[:70]} · {s.status}{conf} · {s.id}")
+            escape(f"{s.id} · {s.status}{conf} · {s.title}")
         )
         talk = self.query_one("#talk", VerticalScroll)
-        await talk.remove_children()
+        await talk.remove_children(Bubble)
+        self.query_one("#talk-empty", Markdown).display = False
         self.live.clear()
         await talk.mount_all([Bubble(m.speaker, m.kind, m.content) for m in d.messages])
-        talk.scroll_end(animate=False)
+        talk.anchor()  # at the end, and kept there while it grows (until the operator scrolls)
         self._fill_decisions(d.decisions)
         self._fill_proposals(d.proposals)
 
@@ -307,11 +372,11 @@ class AgentsPane(PaneScreen):
     def _fill_proposals(self, proposals: Any) -> None:
         table = self.query_one("#proposal-table", DataTable)
         table.clear()
-        colours = {"proposed": "warning", "applied": "success", "rejected": "error"}
+        colours = {"proposed": "text-warning", "applied": "text-success", "rejected": "text-error"}
         for p in proposals:
             conf = "" if p.confidence is None else f"{p.confidence:.2f}"
             by = p.override_by or p.created_by
-            style = theme_colour(self.app, colours.get(p.status, "foreground"))
+            style = theme_style(self.app, colours.get(p.status, "foreground"))
             table.add_row(
                 cell(p.id[:8]), cell(p.status, style), cell(p.diffstat), cell(conf), cell(by)
             )
@@ -334,7 +399,9 @@ class AgentsPane(PaneScreen):
             self.notify("An agent is already running (Esc cancels it)", severity="warning")
             return None
         self.query_one("#agent-state", Label).update(f"{operation}: running… Esc to cancel")
+        self.query_one("#talk-empty", Markdown).display = False
         self.agent_worker = self.run_agent(operation, kwargs)
+        self.refresh_bindings()
         return self.agent_worker
 
     @work(group="agent", exclusive=True, exit_on_error=False, name="agent")
@@ -349,37 +416,41 @@ class AgentsPane(PaneScreen):
         self.post_message(AgentRunFinished(operation, result))
 
     async def on_agent_event_arrived(self, message: AgentEventArrived) -> None:
+        """Any event of a run: deltas grow a live bubble, everything else is one bubble.
+        Kinds are not interpreted beyond that, so new kinds of events show up as they are."""
         event = message.event
         talk = self.query_one("#talk", VerticalScroll)
-        if event.session_id and event.session_id != self.session_id:
+        session_id = getattr(event, "session_id", None)
+        speaker = str(getattr(event, "speaker", "system") or "system")
+        kind = str(getattr(event, "kind", "event") or "event")
+        text = str(getattr(event, "text", "") or "")
+        if session_id and session_id != self.session_id:
             # a new session (a new task or an override without one): show it from the start
-            self.session_id = event.session_id
+            self.session_id = session_id
             self.detail = None
             self.live.clear()
-            await talk.remove_children()
-            self.query_one("#session-title", Label).update(escape(f"session {event.session_id}"))
+            await talk.remove_children(Bubble)
+            talk.anchor()
+            self.query_one("#session-title", Label).update(escape(f"session {session_id}"))
             self.query_one("#agent-tabs", TabbedContent).active = "conversation"
-        near_end = talk.scroll_offset.y >= talk.max_scroll_y - 3
-        if event.kind == "delta":
-            bubble = self.live.get(event.speaker)
+        if kind == "delta":
+            bubble = self.live.get(speaker)
             if bubble is None:
-                bubble = Bubble(event.speaker, "writing…", "", live=True)
-                self.live[event.speaker] = bubble
+                bubble = Bubble(speaker, "writing…", "", live=True)
+                self.live[speaker] = bubble
                 await talk.mount(bubble)
-            bubble.append(event.text)
-        elif event.streamed and event.speaker in self.live:
-            self.live.pop(event.speaker).finish(event.kind, event.text)
+            bubble.append(text)
+        elif getattr(event, "streamed", False) and speaker in self.live:
+            self.live.pop(speaker).finish(kind, text)
         else:
-            if event.speaker in self.live:  # the streamed text was a draft of what follows
-                live = self.live.pop(event.speaker)
+            if speaker in self.live:  # the streamed text was a draft of what follows
+                live = self.live.pop(speaker)
                 live.finish("draft", live.body)
-            await talk.mount(Bubble(event.speaker, event.kind, event.text))
-        if event.kind != "delta":  # progress: the latest step of the running operation
+            await talk.mount(Bubble(speaker, kind, text))
+        if kind != "delta":  # progress: the latest step of the running operation
             self.query_one("#agent-state", Label).update(
-                escape(f"running… {event.speaker} ▸ {event.kind}… Esc to cancel")
+                escape(f"running… {speaker} ▸ {kind}… Esc to cancel")
             )
-        if near_end:
-            talk.scroll_end(animate=False)
 
     def on_agent_run_finished(self, message: AgentRunFinished) -> None:
         result = message.result
@@ -387,6 +458,10 @@ class AgentsPane(PaneScreen):
         ok = getattr(result, "ok", True)
         self.notify(summary, severity="information" if ok else "warning", timeout=8)
         self.query_one("#agent-state", Label).update(escape(f"{message.operation}: {summary}"))
+        box = self.query_one("#task", BoxInput)
+        if message.operation == "task" and ok and box.value.strip() == (self.sent_task or ""):
+            box.value = ""  # done with it; after a failure it stays to retry or edit
+        self.sent_task = None
         self.session_id = getattr(result, "session_id", None) or self.session_id
         self.load_sessions()
         if self.session_id:
@@ -395,6 +470,7 @@ class AgentsPane(PaneScreen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self.agent_worker:
             return
+        self.refresh_bindings()
         if event.state == WorkerState.CANCELLED:
             self.query_one("#agent-state", Label).update("cancelled")
             self.notify("Agent cancelled", severity="warning")
@@ -418,16 +494,16 @@ class AgentsPane(PaneScreen):
     def action_reply(self) -> None:
         """Type a follow-up task in the session shown (a new session if none is)."""
         target = f"session {self.session_id}" if self.session_id else "a new session"
-        self.query_one("#task", Input).placeholder = f"Task for the Manager in {target}… (Enter)"
-        self.query_one("#task", Input).focus()
+        self.query_one("#task", BoxInput).placeholder = f"Task for the Manager in {target}… (Enter)"
+        self.query_one("#task", BoxInput).focus()
 
-    @on(Input.Submitted, "#task")
-    def _task_submitted(self, event: Input.Submitted) -> None:
+    @on(BoxInput.Submitted, "#task")
+    def _task_submitted(self, event: BoxInput.Submitted) -> None:
         event.stop()
         self.action_send()
 
     def action_send(self) -> None:
-        box = self.query_one("#task", Input)
+        box = self.query_one("#task", BoxInput)
         task = box.value.strip()
         if not task:
             box.focus()
@@ -436,7 +512,7 @@ class AgentsPane(PaneScreen):
         if self.session_id:
             kwargs["session_id"] = self.session_id
         if self.start_operation("task", **kwargs) is not None:
-            box.value = ""
+            self.sent_task = task  # the box keeps it until the run succeeds
             self.query_one("#sessions", DataTable).focus()  # so a/r/o act at once
 
     def approval_target(self) -> str | None:
@@ -479,13 +555,12 @@ class AgentsPane(PaneScreen):
 
     def action_override(self) -> None:
         fields = [
-            FormField(
-                "instruction", "Instruction for the Developer (executed exactly)", required=True
-            ),  # fmt: skip
-            FormField("reason", "Reason (recorded with the override)", required=True),
-            FormField("constraints", "Constraints, separated by ;", "do not change the schedule"),
-            FormField("apply", "Apply the result at once? (y/n)", value="n"),
-        ]
+            FormField("instruction", "Instruction", "the Developer executes it exactly",
+                      required=True, multiline=True),
+            FormField("reason", "Reason", "recorded with the override", required=True),
+            FormField("constraints", "Constraints", "separated by ; e.g. keep the schedule"),
+            FormField("apply", "Apply at once?", "y or n", value="n", choices=("y", "n")),
+        ]  # fmt: skip
         session = self.session_id
 
         def submitted(values: dict[str, str] | None) -> None:
@@ -503,11 +578,14 @@ class AgentsPane(PaneScreen):
         title = f"Override in {session}" if session else "Override (new session)"
         self.app.push_screen(FormModal(title, fields, "Override"), submitted)
 
-    def action_escape(self) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_agent":
+            return self.agent_running()
+        return True
+
+    def action_cancel_agent(self) -> None:
         if self.agent_running() and self.agent_worker is not None:
             self.agent_worker.cancel()
-        elif isinstance(self.focused, Input):
-            self.query_one("#sessions", DataTable).focus()
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#agent-tabs", TabbedContent).active = tab

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import ComposeResult, SystemCommand
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Label
 from textual.worker import Worker, WorkerState
 
 from screens.widgets import PaneBar, StatusBar
@@ -25,7 +25,13 @@ class WorkerFailures:
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
-            self.app.show_error(event.worker.error, event.worker.name)  # type: ignore[attr-defined]
+            error = event.worker.error
+            self.app.show_error(error, event.worker.name)  # type: ignore[attr-defined]
+            if self.app.is_outage(error):  # type: ignore[attr-defined]
+                self.show_outage()
+
+    def show_outage(self) -> None:
+        """Say in the pane that its data could not be read because the database is down."""
 
     async def workbench(self) -> Workbench:
         """The open Workbench (waits while the App is still opening it)."""
@@ -39,14 +45,28 @@ class PaneScreen(WorkerFailures, Screen[None]):
     TITLE: ClassVar[str] = ""
     HELP: ClassVar[str] = ""  # Markdown intro for the F1 help
 
+    HOME: ClassVar[str] = ""  # selector of the list that Esc in a text box returns to
+    INFO: ClassVar[str] = ""  # selector of the pane's one-line info label under its list
+
     def compose(self) -> ComposeResult:
         yield PaneBar(self.MODE, id="pane-bar")
         yield from self.compose_body()
         yield StatusBar(id="status-bar")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         yield from ()
+
+    def show_outage(self) -> None:
+        if self.INFO:
+            self.query_one(self.INFO, Label).update(
+                "[$error]database down[/]: this fills in again when it answers"
+            )
+
+    def focus_home(self) -> None:
+        """Focus the pane's main list (Esc in a text box; after a modal closes)."""
+        if self.HOME:
+            self.query_one(self.HOME).focus()
 
     def pane_commands(self) -> Iterable[SystemCommand]:
         """Palette entries: this pane's visible bindings, plus any `extra_commands`."""
@@ -56,8 +76,8 @@ class PaneScreen(WorkerFailures, Screen[None]):
             if self.check_action(binding.action, ()) is False:
                 continue
             yield SystemCommand(
-                f"{self.TITLE}: {binding.description}",
-                binding.tooltip or f"key {binding.key_display or binding.key}",
+                f"{self.TITLE}: {binding.tooltip or binding.description}",
+                f"key {binding.key_display or binding.key}",
                 partial(self.run_action, binding.action),
             )
         yield from self.extra_commands()

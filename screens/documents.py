@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Markdown, Static
 
 from screens.base import PaneModal
+from screens.text import locate_line
 from screens.widgets import ConfirmModal, cell, copy_text
 
 CODE_SUFFIXES = {
@@ -52,7 +53,10 @@ class DocumentView(VerticalScroll):
         yield Markdown("", id="doc-md")
         yield Static("", id="doc-code")
 
-    async def show(self, text: str, source: str | None, doc_type: str | None) -> None:
+    async def show(
+        self, text: str, source: str | None, doc_type: str | None, *, at_line: int | None = None
+    ) -> None:
+        """Show `text`; with `at_line`, scrolled so that line of it is at the top."""
         md = self.query_one("#doc-md", Markdown)
         code = self.query_one("#doc-code", Static)
         lexer = code_lexer(source, doc_type)
@@ -65,6 +69,20 @@ class DocumentView(VerticalScroll):
             md.display = True
             await md.update(text)
         self.scroll_home(animate=False)
+        if at_line:
+            self.call_after_refresh(self._scroll_to_line, at_line, bool(lexer))
+
+    def _scroll_to_line(self, line: int, is_code: bool) -> None:
+        if is_code:  # one source line is one row (long lines wrap, so this is a lower bound)
+            self.scroll_to(y=line, animate=False)
+            return
+        md = self.query_one("#doc-md", Markdown)
+        for block in md.children:
+            start, end = getattr(block, "source_range", (0, 0))
+            if end > line:
+                block.add_class("-located")
+                self.scroll_to_widget(block, top=True, animate=False)
+                return
 
 
 @dataclass
@@ -80,9 +98,10 @@ class DocumentScreen(PaneModal):
         Binding("c", "copy", "Copy document"),
     ]
 
-    def __init__(self, ref: str) -> None:
+    def __init__(self, ref: str, *, at_chunk: str | None = None) -> None:
         super().__init__()
         self.ref = ref
+        self.at_chunk = at_chunk  # open scrolled to this chunk's text (from a search hit)
         self.detail: Any = None
 
     def compose(self) -> ComposeResult:
@@ -108,7 +127,10 @@ class DocumentScreen(PaneModal):
         if s.metadata:
             meta += f" · {s.metadata}"
         self.query_one("#doc-meta", Label).update(escape(meta))
-        await self.query_one(DocumentView).show(self.detail.content, s.source_key, s.doc_type)
+        line = locate_line(self.detail.content, self.at_chunk) if self.at_chunk else None
+        await self.query_one(DocumentView).show(
+            self.detail.content, s.source_key, s.doc_type, at_line=line
+        )
 
     def action_copy(self) -> None:
         if self.detail is not None:
@@ -147,7 +169,8 @@ class DocumentsScreen(PaneModal):
             yield Label("[b]Documents[/]", id="docs-title")
             with Horizontal(classes="filter-row"):
                 yield Input(placeholder="doc type", id="docs-type", classes="compact")
-                yield Input(placeholder="source prefix", id="docs-source", classes="compact")
+                yield Input(placeholder="source: adrs/ or *.py", id="docs-source",
+                            classes="compact")  # fmt: skip
             yield DataTable(id="docs-table", cursor_type="row", zebra_stripes=True)
             yield Label(
                 "[b]Enter/o[/] open  [b]x[/] delete  [b]r[/] refresh  [b]Esc[/] close",
@@ -156,7 +179,7 @@ class DocumentsScreen(PaneModal):
 
     def on_mount(self) -> None:
         table = self.query_one("#docs-table", DataTable)
-        table.add_columns("type", "chunks", "title", "source", "updated")
+        table.add_columns("source", "type", "chunks", "title", "updated")
         table.focus()
         self.action_refresh()
 
@@ -177,10 +200,10 @@ class DocumentsScreen(PaneModal):
         table.clear()
         for doc in self.documents:
             table.add_row(
+                cell(short_source(doc.source_key)),
                 cell(doc.doc_type),
                 cell(doc.chunk_count),
                 cell((doc.title or "")[:40]),
-                cell(short_source(doc.source_key)),
                 cell(doc.updated_at[:16].replace("T", " ")),
                 key=doc.id,
             )

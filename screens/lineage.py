@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from textual import on, work
@@ -21,14 +22,17 @@ from textual.widgets.option_list import Option
 from screens.base import PaneScreen
 from screens.lineage_graph import (
     GraphModel,
+    centre_on,
     fill_tree,
+    focus_node,
     graph_widget,
     model_from_dag,
     model_from_graph,
     netext_data,
     short_name,
 )
-from screens.widgets import copy_text, theme_colour
+from screens.text import fenced, md_inline
+from screens.widgets import BoxInput, copy_text, theme_style
 
 DEFAULT_DEPTH = 5
 MAX_DEPTH = 20
@@ -113,9 +117,12 @@ def _git(source: Any, sha: str | None = None, branch: str | None = None) -> str:
 
 
 def _error_block(message: str | None) -> list[str]:
+    """An error message verbatim (first 40 lines): paths and tracebacks keep every character."""
     if not message:
         return []
-    return ["", *[f"> {line}" for line in message.strip().splitlines()[:12]]]
+    lines = message.strip().splitlines()
+    more = [f"_… {len(lines) - 40} more line(s); `c` copies everything_"] if len(lines) > 40 else []
+    return ["", fenced("\n".join(lines[:40])), *more]
 
 
 def job_markdown(job: Any) -> str:
@@ -138,7 +145,30 @@ def job_markdown(job: Any) -> str:
     return "\n".join(lines)
 
 
-def dag_markdown(dag: Any) -> str:
+EMPTY_LINEAGE = """### No lineage yet
+
+Lineage comes from the OpenLineage events Airflow sends. Any one of:
+
+- `qwb serve`, with Airflow's OpenLineage transport pointed at it
+  (`qwb lineage facets` prints the settings)
+- `qwb lineage import events.jsonl`, to import a file-transport log
+- `lineage.marquez_url` in the config, to read a Marquez server
+
+Then press `r` here."""
+
+
+def merge_outside(model: GraphModel, part: GraphModel) -> None:
+    """Add `part`'s nodes and edges to a DAG's model (its own tasks keep their data)."""
+    for node in part.nodes.values():
+        if node.node_id not in model.nodes:
+            model.add(node)
+        elif node.hops and model.nodes[node.node_id].hops not in (None, 0):
+            model.add(node)
+    for origin, destination, kind in part.edges:
+        model.connect(origin, destination, kind)
+
+
+def dag_markdown(dag: Any, direction: str = "both") -> str:
     lines = [f"### DAG {dag.dag_id}", "", f"last DAG run {_run(dag.dag_run)} · {_git(dag.source)}"]
     if dag.dag_run and dag.dag_run.error_message:
         lines += _error_block(dag.dag_run.error_message)
@@ -147,11 +177,14 @@ def dag_markdown(dag: Any) -> str:
         run = t.latest_run
         error = " ".join((run.error_message or "").split())[:80] if run else ""
         error = f"(older run) {error}" if error and t.older_run else error
-        lines.append(f"| {t.task_id or t.name} | {t.current_state or '—'} | {error} |")
+        name = md_inline(t.task_id or t.name)
+        lines.append(f"| {name} | {t.current_state or '—'} | {md_inline(error)} |")
+    ways = {"up": ("upstream",), "down": ("downstream",)}.get(direction, ("upstream", "downstream"))
     for title, links in (("upstream", dag.upstream_dags), ("downstream", dag.downstream_dags)):
-        if links:
-            names = ", ".join(f"{link.dag_id} (+{link.hops})" for link in links)
-            lines += ["", f"{title} DAGs: {names}"]
+        if title not in ways:
+            continue
+        names = ", ".join(f"{md_inline(link.dag_id)} (+{link.hops})" for link in links)
+        lines += ["", f"{title} DAGs within {dag.depth} hops: {names or 'none'}"]
     return "\n".join(lines)
 
 
@@ -167,16 +200,16 @@ def dataset_markdown(ds: Any) -> str:
 
 def blast_markdown(radius: Any) -> str:
     what = f"{radius.dag_id}" + (f".{radius.task_id}" if radius.task_id else "")
-    lines = [
-        f"### blast radius of {what}",
-        "",
-        f"severity **{radius.severity}** · {radius.total} downstream node(s) · "
-        f"{len(radius.other_dags)} other DAG(s)",
-        "",
-        radius.recommendation,
-    ]
-    if not radius.seeds_failed:
-        lines += ["", "_No task of this DAG has failed: measured from all its tasks._"]
+    reach = f"{radius.total} downstream node(s) · {len(radius.other_dags)} other DAG(s)"
+    if radius.seeds_failed:
+        lines = [f"### blast radius of {what}", "", f"severity **{radius.severity}** · {reach}"]
+        lines += ["", md_inline(radius.recommendation)]
+    else:
+        lines = [
+            f"### what a failure of {what} would reach",
+            "",
+            f"**nothing has failed** · {reach} · if it failed: severity {radius.severity}",
+        ]
     for seed in radius.seeds:
         run = seed.latest_run
         git = _git(seed.source, seed.git_sha, seed.git_branch)
@@ -218,24 +251,29 @@ class ViewLoaded(Message):
 class LineagePane(PaneScreen):
     MODE = "lineage"
     TITLE = "Lineage"
+    INFO = "#lineage-info"
     HELP = (
         "Pick a DAG, job or dataset (type to filter, fuzzy). The graph shows it with its "
         "upstream and downstream to the chosen depth; `b` shows the blast radius of a failed "
         "task (everything downstream, with hop counts). `g` switches between the drawn graph "
         "and a tree (the tree is used when the pane is narrow)."
     )
+    HOME = "#catalog"
     BINDINGS = [
         Binding("slash", "focus_pick", "Pick", key_display="/"),
-        Binding("u", "direction('up')", "Upstream"),
-        Binding("d", "direction('down')", "Downstream"),
-        Binding("a", "direction('both')", "Both"),
-        Binding("plus,equals_sign", "depth(1)", "Depth+", key_display="+"),
-        Binding("minus", "depth(-1)", "Depth-", key_display="-"),
-        Binding("b", "blast", "Blast radius"),
+        Binding("u", "direction('up')", "Up", tooltip="Upstream of the picked node"),
+        Binding("d", "direction('down')", "Down", tooltip="Downstream of the picked node"),
+        Binding("a", "direction('both')", "Both", tooltip="Upstream and downstream"),
+        Binding(
+            "plus,equals_sign", "depth(1)", "Depth+", key_display="+", tooltip="One hop deeper"
+        ),
+        Binding("minus", "depth(-1)", "Depth-", key_display="-", tooltip="One hop shallower"),
+        Binding("b", "blast", "Blast", tooltip="Blast radius of a failure (everything downstream)"),
         Binding("g", "toggle_view", "Graph/tree"),
-        Binding("c", "copy", "Copy"),
-        Binding("r", "refresh", "Refresh"),
-        Binding("escape", "leave_input", "Back to list", show=False),
+        Binding("left", "pan(-1)", "Pan left", show=False, tooltip="Pan a wide graph left"),
+        Binding("right", "pan(1)", "Pan right", show=False, tooltip="Pan a wide graph right"),
+        Binding("c", "copy", "Copy", show=False),
+        Binding("r", "refresh", "Refresh", show=False),
     ]
 
     def __init__(self) -> None:
@@ -250,14 +288,16 @@ class LineagePane(PaneScreen):
         self.depth = DEFAULT_DEPTH
         self.blast = False
         self.model: GraphModel | None = None
+        self.title_text = ""
         self.detail_markdown = ""
         self.graph_data: tuple[dict[str, Any], list[Any]] | None = None
+        self.graph_overflows = False
         self.view_forced: str | None = None  # "graph" | "tree" once the operator chose
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="pane-body"):
             with Vertical(classes="list-column lineage-picker"):
-                yield Input(placeholder="DAG, job or dataset…", id="pick", classes="compact")
+                yield BoxInput(placeholder="DAG, job or dataset…", id="pick", classes="compact")
                 yield OptionList(id="catalog")
                 yield Label("", id="lineage-info", classes="hint")
             with Vertical(classes="detail-column"):
@@ -265,12 +305,29 @@ class LineagePane(PaneScreen):
                 with ContentSwitcher(id="views", initial="tree"):
                     yield graph_widget(id="graph")
                     yield Tree("lineage", id="tree")
-                with VerticalScroll(id="lineage-detail-scroll"):
+                with VerticalScroll(id="lineage-detail-scroll", can_focus=False):
                     yield Markdown("", id="lineage-detail")
 
     def on_mount(self) -> None:
         self.query_one("#catalog", OptionList).focus()
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self.action_refresh()
+
+    def _theme_changed(self, _theme: Any) -> None:
+        """Boxes take the new theme's colours (drawn graphs hold styles, not variables)."""
+        if self.model is not None:
+            self.graph_data = netext_data(self.model, partial(theme_style, self.app))
+            if self.query_one("#views", ContentSwitcher).current == "graph":
+                self.call_after_refresh(self._draw_graph)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("direction", "depth") and self.current is None:
+            return None  # shown dimmed: they act on what is picked
+        if action == "depth" and self.blast:
+            return None  # a blast radius always reaches everything downstream
+        if action == "pan":
+            return self.graph_overflows and self.query_one("#views").current == "graph"
+        return True
 
     # ------------------------------------------------------------------ catalog
     @work(group="catalog", exclusive=True, exit_on_error=False, name="reading the lineage catalog")
@@ -283,7 +340,7 @@ class LineagePane(PaneScreen):
             CatalogLoaded(catalog_from_nodes(nodes.nodes), stats, not nodes.truncated)
         )
 
-    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+    async def on_catalog_loaded(self, message: CatalogLoaded) -> None:
         self.catalog = message.entries
         self.catalog_complete = message.complete
         s = message.stats
@@ -294,6 +351,11 @@ class LineagePane(PaneScreen):
             f"{failing} failing · {s.lineage_source}{more}"
         )
         self._show_catalog()
+        empty = not self.catalog and self.current is None
+        self.set_class(empty, "-no-lineage")  # the hint takes the graph's room (fits 80x24)
+        if empty:
+            self.query_one("#view-title", Label).update("no lineage yet")
+            await self.query_one("#lineage-detail", Markdown).update(EMPTY_LINEAGE)
 
     def _show_catalog(self) -> None:
         text = self.query_one("#pick", Input).value
@@ -351,6 +413,7 @@ class LineagePane(PaneScreen):
     def select(self, entry: CatalogEntry, *, blast: bool = False) -> None:
         self.current = entry
         self.blast = blast
+        self.refresh_bindings()
         self.query_one("#view-title", Label).update(f"loading {escape(entry.name)}…")
         self.load_view(entry, self.direction, self.depth, blast)
 
@@ -385,9 +448,15 @@ class LineagePane(PaneScreen):
             return
         if entry.kind == "dag":
             dag = await lineage.get_dag_lineage(entry.name, depth=depth)
-            title = f"DAG {dag.dag_id} · {len(dag.tasks)} tasks"
             model = model_from_dag(dag)
-            self.post_message(ViewLoaded(title, model, dag_markdown(dag), entry, False))
+            graphs = await asyncio.gather(
+                *(lineage.get_lineage_graph(t.node_id, depth, direction) for t in dag.tasks)
+            )
+            for graph in graphs:  # what lies up/downstream of any of its tasks, to the depth
+                merge_outside(model, model_from_graph(graph))
+            title = f"DAG {dag.dag_id} · {len(dag.tasks)} tasks · {direction} · depth {depth}"
+            markdown = dag_markdown(dag, direction)
+            self.post_message(ViewLoaded(title, model, markdown, entry, False))
             return
         graph = await lineage.get_lineage_graph(entry.key, depth, direction)
         if entry.kind == "job":
@@ -400,12 +469,11 @@ class LineagePane(PaneScreen):
     async def on_view_loaded(self, message: ViewLoaded) -> None:
         self.model = message.model
         self.detail_markdown = message.markdown
+        self.title_text = message.title
+        self.graph_overflows = False
         self.query_one("#view-title", Label).update(escape(message.title))
         fill_tree(self.query_one("#tree", Tree), message.model, message.entry.name)
-        colours = {
-            name: theme_colour(self.app, name) for name in ("error", "accent", "warning", "primary")
-        }
-        self.graph_data = netext_data(message.model, colours)
+        self.graph_data = netext_data(message.model, partial(theme_style, self.app))
         self._choose_view()
         await self.query_one("#lineage-detail", Markdown).update(message.markdown)
 
@@ -421,8 +489,14 @@ class LineagePane(PaneScreen):
             self.call_after_refresh(self._draw_graph)
 
     def _draw_graph(self) -> None:
-        if self.graph_data is not None:
-            self.query_one("#graph").set_graph(*self.graph_data)
+        if self.graph_data is None or self.model is None:
+            return
+        graph = self.query_one("#graph")
+        graph.set_graph(*self.graph_data)
+        self.graph_overflows = centre_on(graph, focus_node(self.model))
+        hint = " · ←→ pan, g tree" if self.graph_overflows else ""
+        self.query_one("#view-title", Label).update(escape(self.title_text + hint))
+        self.refresh_bindings()
 
     # ------------------------------------------------------------------ actions
     def action_focus_pick(self) -> None:
@@ -431,13 +505,20 @@ class LineagePane(PaneScreen):
     def action_direction(self, direction: str) -> None:
         self.direction = direction
         if self.current is not None:
-            self.select(self.current)
+            self.select(self.current)  # leaves a blast radius for the plain graph
 
     def action_depth(self, delta: int) -> None:
-        self.depth = max(1, min(MAX_DEPTH, self.depth + delta))
-        self.notify(f"depth {self.depth}", timeout=2)
+        depth = max(1, min(MAX_DEPTH, self.depth + delta))
+        if depth == self.depth:
+            self.notify(f"depth is already {depth} (1 to {MAX_DEPTH})", timeout=3)
+            return
+        self.depth = depth
         if self.current is not None:
             self.select(self.current, blast=self.blast)
+
+    def action_pan(self, step: int) -> None:
+        graph = self.query_one("#graph")
+        graph.scroll_to(x=graph.scroll_x + step * max(graph.size.width // 2, 8), animate=False)
 
     def action_blast(self) -> None:
         if self.current is None or self.current.kind == "dataset":
@@ -458,7 +539,3 @@ class LineagePane(PaneScreen):
         self.load_catalog()
         if self.current is not None:
             self.select(self.current, blast=self.blast)
-
-    def action_leave_input(self) -> None:
-        if isinstance(self.focused, Input):
-            self.query_one("#catalog", OptionList).focus()

@@ -3,7 +3,7 @@ drawn by netext's GraphView (roomy terminals) or as a Textual Tree (small ones).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -28,11 +28,12 @@ class GNode:
     def failed(self) -> bool:
         return self.state in FAILED_STATES
 
-    def text(self) -> str:
+    def text(self, *, compact: bool = False) -> str:
+        """`load ✗ FAIL +1`; compact (drawn graph boxes) drops the state word but not a failure."""
         glyph = STATE_GLYPH.get(self.state or "", "")
         parts = [("◆ " if self.kind == "dataset" else "") + self.label]
         if glyph:
-            parts.append(f"{glyph} {self.state}")
+            parts.append(glyph if compact and not self.failed else f"{glyph} {self.state}")
         if self.hops:
             parts.append(f"+{self.hops}")
         return " ".join(parts)
@@ -114,16 +115,14 @@ def _render_node(_node: str, data: dict[str, Any], style: Any) -> Any:
     return Text(data["label"], style=data.get("text_style") or style)
 
 
-def netext_data(model: GraphModel, colours: dict[str, str | None]) -> tuple[dict, list]:
-    """Nodes and edges in netext's attribute format (left-to-right, rounded boxes, arrows)."""
+def netext_data(model: GraphModel, style: Callable[[str], Any]) -> tuple[dict, list]:
+    """Nodes and edges in netext's attribute format (left-to-right, rounded boxes, arrows).
+
+    `style(name)` gives a Rich Style for a theme colour name (`error`, `accent`…); it must
+    turn every theme's colours into something Rich draws (see `widgets.theme_style`)."""
     from netext.edge_rendering.modes import EdgeSegmentDrawingMode
     from netext.edge_routing.modes import EdgeRoutingMode
     from netext.properties.arrow_tips import ArrowTip
-    from rich.style import Style
-
-    def style(name: str) -> Any:
-        colour = colours.get(name)
-        return Style(color=colour) if colour else Style()
 
     nodes: dict[str, dict[str, Any]] = {}
     for node_id, node in model.nodes.items():
@@ -136,10 +135,10 @@ def netext_data(model: GraphModel, colours: dict[str, str | None]) -> tuple[dict
         else:
             box = style("primary")
         nodes[node_id] = {
-            "label": node.text(),
+            "label": node.text(compact=True),
             "$content-renderer": _render_node,
             "$style": box,
-            "text_style": style("error") if node.failed else None,
+            "text_style": style("text-error") if node.failed else None,
         }
     edge_data = {
         "$edge-segment-drawing-mode": EdgeSegmentDrawingMode.BOX_ROUNDED,
@@ -161,6 +160,31 @@ def graph_widget(**kwargs: Any) -> Any:
     from netext.textual_widget.widget import GraphView
 
     return GraphView({}, [], layout_engine=SugiyamaLayout(LayoutDirection.LEFT_RIGHT), **kwargs)
+
+
+def focus_node(model: GraphModel) -> str | None:
+    """The node a drawn graph should show first: a failed one (nearest), else the centre."""
+    failed = [n for n in model.nodes.values() if n.failed]
+    if failed:
+        return min(failed, key=lambda n: (n.hops or 0, n.node_id)).node_id
+    return model.center if model.center in model.nodes else None
+
+
+def centre_on(graph: Any, node_id: str | None) -> bool:
+    """Scroll a drawn graph so `node_id` is in the middle; False when the graph fits anyway."""
+    if graph.virtual_size.width <= graph.size.width and (
+        graph.virtual_size.height <= graph.size.height
+    ):
+        return False
+    buffers = getattr(graph._console_graph, "node_buffers", {})
+    box = buffers.get(node_id) if node_id else None
+    if box is None:
+        return True
+    origin = graph._console_graph.full_viewport.top_left
+    x = box.left_x - origin.x + box.width // 2 - graph.size.width // 2
+    y = box.top_y - origin.y + box.height // 2 - graph.size.height // 2
+    graph.scroll_to(x=max(x, 0), y=max(y, 0), animate=False)
+    return True
 
 
 # ---------------------------------------------------------------------------- tree

@@ -1,11 +1,12 @@
-"""Search pane: query + filters, results, preview of the selected chunk, ingest, documents."""
+"""Search pane: query + filters, ranked results, the selected chunk, ingest, documents."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from textual import on, work
@@ -14,14 +15,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.message import Message
-from textual.widgets import DataTable, Input, Label, ProgressBar
+from textual.timer import Timer
+from textual.widgets import DataTable, Label, ProgressBar
 from textual.worker import Worker, WorkerState
 
 from screens.base import PaneScreen
 from screens.documents import DocumentScreen, DocumentsScreen, DocumentView
-from screens.widgets import FormField, FormModal, cell, copy_text
+from screens.forms import FormField, FormModal
+from screens.widgets import BoxInput, FitTable, cell, copy_text
 
 RESULT_LIMIT = 20
+RESULT_COLUMNS = [("#", "rank"), ("sim", "sim"), ("type", "type"), ("source › section", "where")]
 TYPE_SHORT = {
     "troubleshooting": "trbl", "provider_doc": "prov", "api_doc": "api", "runbook": "rbook",
     "example": "ex", "policy": "pol",
@@ -50,6 +54,50 @@ def parse_metadata(text: str) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out or None
+
+
+def fit_where(source_key: str, heading_path: str, width: int) -> str:
+    """`folder/file.md › section` in at most `width` cells. The file name and the section
+    matter most: the folder goes first, then the file name loses its middle (its start and
+    suffix stay), then the section is cut at its end."""
+    parts = PurePath(source_key).parts
+    base = parts[-1] if parts else source_key
+    folder = parts[-2] if len(parts) > 1 and parts[-2] != "/" else ""
+    section = heading_path.split(" > ")[-1].strip() if heading_path else ""
+    tail = f" › {section}" if section else ""
+    for text in (f"{folder}/{base}{tail}" if folder else "", f"{base}{tail}"):
+        if text and len(text) <= width:
+            return text
+    keep_section = min(len(tail), 14)
+    name_room = max(width - keep_section, 12)
+    if len(base) > name_room:
+        head = (name_room - 1) * 2 // 3
+        base = base[:head] + "…" + base[-(name_room - 1 - head) :]
+    room = width - len(base)
+    if tail and room >= 4:
+        tail = tail if len(tail) <= room else tail[: room - 1] + "…"
+        return base + tail
+    return base[:width]
+
+
+def describe_filters(request: SearchRequest) -> str:
+    parts = []
+    if request.doc_types.strip():
+        parts.append(f"type {' '.join(parse_doc_types(request.doc_types) or [])}")
+    if request.source:
+        parts.append(f"source {request.source}")
+    if request.metadata.strip():
+        parts.append(f"meta {request.metadata.strip()}")
+    return " · ".join(parts)
+
+
+def redaction_note(report: Any) -> str:
+    """ ", N secret(s) redacted" when the ingest report counts redactions (harmless if not)."""
+    data = report.to_dict() if hasattr(report, "to_dict") else {}
+    for key, value in data.items():
+        if "redact" in key and isinstance(value, int) and not isinstance(value, bool) and value:
+            return f", {value} secret(s) redacted"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -90,10 +138,13 @@ class IngestFinished(Message):
 class SearchPane(PaneScreen):
     MODE = "search"
     TITLE = "Search"
+    HOME = "#results"
+    INFO = "#results-info"
     HELP = (
-        "Search the document memory (hybrid: vectors + full text). Filters: doc types "
-        "(`adr, guide`), a source prefix or glob, metadata `key=value` pairs. The preview shows "
-        "the chunk with its heading path; `o` opens the whole document."
+        "Search the document memory (hybrid: vectors + full text, best first). Filters: doc "
+        "types (`adr, guide`), a source prefix or glob as the document list shows it (`adrs/`, "
+        "`dags/*.py`), metadata `key=value` pairs. `#` is the rank, `sim` the vector similarity. "
+        "The preview shows the chunk with its heading path; `o` opens the whole document at it."
     )
     BINDINGS = [
         Binding("slash", "focus_query", "Query", key_display="/"),
@@ -101,26 +152,35 @@ class SearchPane(PaneScreen):
         Binding("c", "copy_chunk", "Copy"),
         Binding("i", "ingest", "Ingest"),
         Binding("d", "documents", "Docs"),
-        Binding("escape", "escape", "Cancel ingest", show=False),
+        Binding("f", "focus_filters", "Filters", show=False),
+        Binding("r", "refresh", "Refresh", show=False),
+        Binding("down", "to_results", "Results", show=False),
+        Binding("escape", "cancel_ingest", "Cancel ingest"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.hits: list[Any] = []
         self.last_request: SearchRequest | None = None
+        self.pending: SearchRequest | None = None  # the search running now
+        self.pending_since = 0.0
+        self.search_worker: Worker[None] | None = None
+        self.ticker: Timer | None = None
+        self.stats: StoreStats | None = None
         self.ingest_worker: Worker[None] | None = None
         self.ingest_seen = (0, 0)
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="pane-body"):
-            yield Input(placeholder="Search the memory… (Enter)", id="query", classes="compact")
+            yield BoxInput(placeholder="Search the memory… (Enter)", id="query", classes="compact")
             with Horizontal(classes="filter-row"):
-                yield Input(placeholder="doc types", id="doc-types", classes="compact")
-                yield Input(placeholder="source prefix/glob", id="source", classes="compact")
-                yield Input(placeholder="meta k=v", id="meta", classes="compact")
-            with Horizontal(classes="pane-body"):
-                with Vertical(classes="list-column"):
-                    yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+                yield BoxInput(placeholder="doc types: adr, guide", id="doc-types",
+                               classes="compact")  # fmt: skip
+                yield BoxInput(placeholder="source: adrs/ or *.py", id="source", classes="compact")
+                yield BoxInput(placeholder="meta: k=v", id="meta", classes="compact")
+            with Horizontal(classes="pane-body split"):
+                with Vertical(classes="list-column results-column"):
+                    yield FitTable(id="results", cursor_type="row", zebra_stripes=True)
                     yield Label("", id="results-info", classes="hint")
                 with Vertical(classes="detail-column"):
                     yield Label("", id="preview-title", classes="preview-title")
@@ -131,31 +191,56 @@ class SearchPane(PaneScreen):
                 yield Label("", id="ingest-label")
 
     def on_mount(self) -> None:
-        table = self.query_one("#results", DataTable)
-        table.add_columns("sim", "type", "source › section")
-        self.query_one("#results-info", Label).update("Press / to search.")
+        table = self.query_one("#results", FitTable)
+        table.refill(RESULT_COLUMNS, [])
+        self.info("Press / to search.")
         table.focus()  # so 1-4 switch panes at once; / focuses the query box
         self.load_stats()
 
+    def info(self, text: str) -> None:
+        self.query_one("#results-info", Label).update(escape(text))
+
     # ------------------------------------------------------------------ search
-    @on(Input.Submitted, "#query, #doc-types, #source, #meta")
-    def _submitted(self, event: Input.Submitted) -> None:
+    @on(BoxInput.Submitted, "#query, #doc-types, #source, #meta")
+    def _submitted(self, event: BoxInput.Submitted) -> None:
         event.stop()
         self.search()
 
     def search(self) -> None:
         request = SearchRequest(
-            query=self.query_one("#query", Input).value.strip(),
-            doc_types=self.query_one("#doc-types", Input).value,
-            source=self.query_one("#source", Input).value.strip(),
-            metadata=self.query_one("#meta", Input).value,
+            query=self.query_one("#query", BoxInput).value.strip(),
+            doc_types=self.query_one("#doc-types", BoxInput).value,
+            source=self.query_one("#source", BoxInput).value.strip(),
+            metadata=self.query_one("#meta", BoxInput).value,
         )
         if not request.query:
-            self.query_one("#query", Input).focus()
+            self.query_one("#query", BoxInput).focus()
             self.notify("Type something to search for", severity="warning", timeout=3)
             return
-        self.query_one("#results-info", Label).update("searching…")
-        self.run_search(request)
+        self.pending = request
+        self.pending_since = time.monotonic()
+        self._show_progress()
+        if self.ticker is None:
+            self.ticker = self.set_interval(1.0, self._show_progress)
+        self.search_worker = self.run_search(request)
+
+    def _show_progress(self) -> None:
+        """While a search runs the info line says so (and why it may take a while)."""
+        if self.pending is None:
+            return
+        waited = int(time.monotonic() - self.pending_since)
+        text = f"searching {self.pending.query!r}…"
+        if self.app.status.model_state != "ready":  # type: ignore[attr-defined]
+            text += " (the model is loading; the first search waits for it)"
+        if waited >= 1:
+            text += f" {waited} s"
+        self.info(text)
+
+    def _search_over(self) -> None:
+        self.pending = None
+        if self.ticker is not None:
+            self.ticker.stop()
+            self.ticker = None
 
     @work(group="search", exclusive=True, exit_on_error=False, name="search")
     async def run_search(self, request: SearchRequest) -> None:
@@ -170,24 +255,43 @@ class SearchPane(PaneScreen):
         self.post_message(SearchDone(request, hits))
 
     async def on_search_done(self, message: SearchDone) -> None:
+        if message.request != self.pending:
+            return  # a newer search replaced it
+        self._search_over()
         self.hits = message.hits
         self.last_request = message.request
-        table = self.query_one("#results", DataTable)
-        table.clear()
-        for hit in self.hits:
-            where = Path(hit.source_key).name or hit.source_key
-            if hit.heading_path:
-                where += f" › {hit.heading_path.split(' > ')[-1]}"
-            kind = TYPE_SHORT.get(hit.doc_type, hit.doc_type)
-            table.add_row(cell(f"{hit.similarity:.2f}"), cell(kind), cell(where))
-        info = f"{len(self.hits)} result(s) for {message.request.query!r}"
-        self.query_one("#results-info", Label).update(escape(info))
+        self._fill_results()
+        filters = describe_filters(message.request)
+        info = f"{len(self.hits)} result(s)" + (", best first" if self.hits else "")
+        self.info(info + (f" · {filters}" if filters else " · no filters"))
         if self.hits:
-            table.move_cursor(row=0)
-            table.focus()
+            self.query_one("#results", DataTable).move_cursor(row=0)
             await self._preview(0)
         else:
-            await self._clear_preview("No results; loosen the filters or ingest more documents.")
+            hint = "loosen the filters" if filters else "try other words"
+            await self._clear_preview(f"No results; {hint}, or ingest more documents (i).")
+
+    def _fill_results(self) -> None:
+        table = self.query_one("#results", FitTable)
+        cursor = table.cursor_row
+        # the other columns (2, 4, 5 cells and 2 of padding each), padding, the scrollbar
+        width = max(table.size.width - sum(c + 2 for c in (2, 4, 5)) - 2 - 2, 12)
+        rows = [
+            (
+                cell(rank),
+                cell(f"{hit.similarity:.2f}"),
+                cell(TYPE_SHORT.get(hit.doc_type, hit.doc_type)),
+                cell(fit_where(hit.source_key, hit.heading_path, width)),
+            )
+            for rank, hit in enumerate(self.hits, start=1)
+        ]
+        table.refill(RESULT_COLUMNS, rows)
+        if self.hits:
+            table.move_cursor(row=min(max(cursor, 0), len(self.hits) - 1))
+
+    def on_fit_table_width_changed(self, message: FitTable.WidthChanged) -> None:
+        if self.hits and message.table.id == "results":
+            self._fill_results()
 
     async def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "results":
@@ -198,12 +302,13 @@ class SearchPane(PaneScreen):
             return
         hit = self.hits[index]
         title = hit.title or Path(hit.source_key).name
-        if hit.heading_path:
-            title += f" › {hit.heading_path}"
-        self.query_one("#preview-title", Label).update(escape(title))
+        headings = [h.strip() for h in (hit.heading_path or "").split(" > ") if h.strip()]
+        if headings and headings[0] == title:
+            headings = headings[1:]  # the document's own title heads most heading paths
+        self.query_one("#preview-title", Label).update(escape(" › ".join([title, *headings])))
         meta = (
-            f"{hit.doc_type} · {hit.source_key} · chunk {hit.chunk_index} · "
-            f"similarity {hit.similarity:.3f} · score {hit.score:.4f}"
+            f"#{index + 1} · similarity {hit.similarity:.3f} · score {hit.score:.4f} · "
+            f"chunk {hit.chunk_index} · {hit.doc_type} · {hit.source_key}"
         )
         self.query_one("#preview-meta", Label).update(escape(meta))
         await self.query_one("#preview", DocumentView).show(
@@ -229,21 +334,39 @@ class SearchPane(PaneScreen):
         self.post_message(StoreStats(stats.documents, stats.chunks))
 
     def on_store_stats(self, message: StoreStats) -> None:
-        if not self.hits:
-            self.query_one("#results-info", Label).update(
-                f"{message.documents} documents, {message.chunks} chunks. / to search."
-            )
+        self.stats = message
+        if self.hits or self.pending is not None:
+            return  # the info line is about the search; the counts would hide it
+        if message.documents == 0:
+            self.info("The memory is empty: press i to ingest a folder (or run qwb bootstrap).")
+            return
+        self.info(f"{message.documents} documents, {message.chunks} chunks. / to search.")
 
     # ------------------------------------------------------------------ actions
     def action_focus_query(self) -> None:
-        self.query_one("#query", Input).focus()
+        self.query_one("#query", BoxInput).focus()
+
+    def action_focus_filters(self) -> None:
+        self.query_one("#doc-types", BoxInput).focus()
+
+    def action_to_results(self) -> None:
+        table = self.query_one("#results", DataTable)
+        if self.focused is not table:
+            table.focus()
+
+    def action_refresh(self) -> None:
+        self.load_stats()
+        if self.last_request is not None and self.pending is None:
+            self.pending = self.last_request
+            self.pending_since = time.monotonic()
+            self.search_worker = self.run_search(self.last_request)
 
     def action_open_document(self) -> None:
         hit = self.selected_hit()
         if hit is None:
             self.notify("Select a result first", severity="warning", timeout=3)
             return
-        self.app.push_screen(DocumentScreen(hit.document_id))
+        self.app.push_screen(DocumentScreen(hit.document_id, at_chunk=hit.content))
 
     def action_copy_chunk(self) -> None:
         hit = self.selected_hit()
@@ -253,22 +376,33 @@ class SearchPane(PaneScreen):
     def action_documents(self) -> None:
         self.app.push_screen(DocumentsScreen())
 
-    def action_escape(self) -> None:
-        if self.ingest_worker is not None and self.ingest_worker.is_running:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_ingest":
+            return self.ingest_running()
+        return True
+
+    def ingest_running(self) -> bool:
+        return self.ingest_worker is not None and self.ingest_worker.is_running
+
+    def action_cancel_ingest(self) -> None:
+        if self.ingest_worker is not None and self.ingest_running():
             self.ingest_worker.cancel()
-            return
-        if isinstance(self.focused, Input):
-            self.query_one("#results", DataTable).focus()
 
     # ------------------------------------------------------------------ ingest
     def action_ingest(self) -> None:
-        if self.ingest_worker is not None and self.ingest_worker.is_running:
+        if self.ingest_running():
             self.notify("An ingest is already running (Esc cancels it)", severity="warning")
             return
         fields = [
-            FormField("path", "File or directory", "~/docs or ./README.md", required=True),
-            FormField("doc_type", "Doc type (empty: inferred per file)", "adr, guide, dag…"),
-            FormField("metadata", "Metadata for every document", "team=infra site=lab"),
+            FormField(
+                "path",
+                "File or folder",
+                "~/docs or ./README.md",
+                required=True,
+                check=_path_problem,
+            ),  # fmt: skip
+            FormField("doc_type", "Doc type", "empty: inferred per file (adr, guide, dag…)"),
+            FormField("metadata", "Metadata", "team=infra site=lab", check=_metadata_problem),
         ]
 
         def submitted(values: dict[str, str] | None) -> None:
@@ -282,9 +416,12 @@ class SearchPane(PaneScreen):
         self.ingest_seen = (0, 0)
         bar = self.query_one("#ingest-bar", ProgressBar)
         bar.update(total=None, progress=0)
-        self.query_one("#ingest-label", Label).update(f"scanning {escape(path)}… Esc to cancel")
+        self.query_one("#ingest-label", Label).update(
+            f"[b]Esc[/] cancel · scanning {escape(path)}…"
+        )
         self.query_one("#ingest-row").add_class("-running")
         self.ingest_worker = self.run_ingest(path, doc_type, metadata)
+        self.refresh_bindings()
         return self.ingest_worker
 
     @work(group="ingest", exclusive=True, exit_on_error=False, name="ingest")
@@ -304,7 +441,7 @@ class SearchPane(PaneScreen):
         self.post_message(IngestFinished(report))
 
     def on_ingest_progressed(self, message: IngestProgressed) -> None:
-        if self.ingest_worker is None or not self.ingest_worker.is_running:
+        if not self.ingest_running():
             return
         self.ingest_seen = (message.done, message.total)
         self.query_one("#ingest-bar", ProgressBar).update(
@@ -312,7 +449,7 @@ class SearchPane(PaneScreen):
         )
         name = Path(message.current).name if message.current else ""
         self.query_one("#ingest-label", Label).update(
-            f"{message.done}/{message.total} {escape(name)}  — Esc to cancel"
+            f"[b]Esc[/] cancel · {message.done}/{message.total} {escape(name)}"
         )
 
     def on_ingest_finished(self, message: IngestFinished) -> None:
@@ -321,7 +458,7 @@ class SearchPane(PaneScreen):
         text = (
             f"Ingested: {c['added']} added, {c['updated']} updated, {c['unchanged']} unchanged, "
             f"{c['skipped']} skipped, {c['failed']} failed ({message.report.chunks_embedded} "
-            "chunks embedded)"
+            f"chunks embedded{redaction_note(message.report)})"
         )
         if getattr(message.report, "redactions", 0):
             text += f"; {message.report.redactions} secret(s) redacted before storing"
@@ -329,8 +466,21 @@ class SearchPane(PaneScreen):
         self.load_stats()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self.search_worker and event.state in (
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
+            if self.pending is not None:
+                query = self.pending.query
+                self._search_over()
+                why = "cancelled" if event.state == WorkerState.CANCELLED else "failed"
+                error = event.worker.error
+                reason = " ".join(str(error).split()) if error is not None else ""
+                self.info(f"search for {query!r} {why}" + (f": {reason}" if reason else ""))
+            return
         if event.worker is not self.ingest_worker:
             return
+        self.refresh_bindings()
         if event.state in (WorkerState.CANCELLED, WorkerState.ERROR):
             self.query_one("#ingest-row").remove_class("-running")
         if event.state == WorkerState.CANCELLED:
@@ -342,3 +492,18 @@ class SearchPane(PaneScreen):
                 timeout=8,
             )
             self.load_stats()
+
+
+def _path_problem(value: str) -> str | None:
+    path = Path(value).expanduser()
+    return None if path.exists() else f"no file or folder at {path}"
+
+
+def _metadata_problem(value: str) -> str | None:
+    from core.errors import InputError
+
+    try:
+        parse_metadata(value)
+    except InputError as exc:
+        return str(exc)
+    return None

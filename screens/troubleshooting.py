@@ -17,10 +17,16 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Markdown, TabbedContent, TabPane, TextArea
 
 from screens.base import PaneScreen
-from screens.widgets import FormField, FormModal, cell, copy_text, theme_colour
+from screens.forms import FormField, FormModal
+from screens.text import fenced, md_inline
+from screens.widgets import BoxInput, BoxTextArea, FitTable, cell, copy_text, theme_style
 
 HISTORY_LIMIT = 200
-RESULT_COLOUR = {"success": "success", "failed": "error", "partial": "warning"}
+HISTORY_COLUMNS = [
+    ("when", "when"), ("result", "result"), ("component", "component"), ("error or task", "what")
+]  # fmt: skip
+RESULTS = ("success", "failed", "partial")
+RESULT_COLOUR = {"success": "text-success", "failed": "text-error", "partial": "text-warning"}
 _SINCE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 
 
@@ -46,7 +52,17 @@ def parse_since(text: str, now: datetime | None = None) -> datetime | None:
 
 
 def result_cell(app: Any, result: str) -> Any:
-    return cell(result, theme_colour(app, RESULT_COLOUR.get(result, "foreground")))
+    return cell(result, theme_style(app, RESULT_COLOUR.get(result, "foreground")))
+
+
+def _since_problem(value: str) -> str | None:
+    from core.errors import InputError
+
+    try:
+        parse_since(value)
+    except InputError as exc:
+        return str(exc)
+    return None
 
 
 def one_line(text: str | None, width: int = 60) -> str:
@@ -55,12 +71,15 @@ def one_line(text: str | None, width: int = 60) -> str:
 
 
 def attempt_markdown(detail: Any) -> str:
+    """An attempt for the detail view. What operators pasted or typed (error, solution, details,
+    reasons) is shown verbatim: paths like `kvirt/kvm/__init__.py` and tracebacks keep every
+    character and line."""
     a = detail.attempt if hasattr(detail, "attempt") else detail
-    lines = [f"### {a.task_description.splitlines()[0][:120]}", ""]
+    lines = [f"### {md_inline(a.task_description.splitlines()[0][:120])}", ""]
     facts = [
         f"**{a.result}**",
         f"session `{a.session_id}` #{a.sequence_num}",
-        f"agent {a.agent}",
+        f"agent {md_inline(a.agent)}",
         a.created_at.strftime("%Y-%m-%d %H:%M"),
     ]
     if a.component:
@@ -71,19 +90,21 @@ def attempt_markdown(detail: Any) -> str:
         facts.append(f"confidence {a.confidence_score:.2f}")
     lines += [" · ".join(facts), ""]
     if a.error_message:
-        quoted = "\n".join(f"> {line}" for line in a.error_message.strip().splitlines())
-        lines += ["**Error**", "", quoted, ""]
-    lines += ["**Attempted solution**", "", a.attempted_solution.strip(), ""]
+        lines += ["**Error**", "", fenced(a.error_message.strip()), ""]
+    lines += ["**Attempted solution**", "", fenced(a.attempted_solution.strip()), ""]
     if a.result_details:
-        lines += ["**Details**", "", a.result_details.strip(), ""]
+        lines += ["**Details**", "", fenced(a.result_details.strip()), ""]
     if a.override_by:
-        lines += [f"**Override** by {a.override_by}: {a.override_reason or ''}", ""]
+        lines += [f"**Override** by {md_inline(a.override_by)}", ""]
+        if a.override_reason:
+            lines += [fenced(a.override_reason.strip()), ""]
     if a.error_signature:
         lines += [f"signature `{a.error_signature}`", ""]
     for u in getattr(detail, "updates", ()):
         when = u.changed_at.strftime("%Y-%m-%d %H:%M")
-        note = f": {u.details}" if u.details else ""
-        lines.append(f"- {when} {u.old_result} → **{u.new_result}** by {u.changed_by}{note}")
+        note = f": {md_inline(u.details)}" if u.details else ""
+        who = md_inline(u.changed_by)
+        lines.append(f"- {when} {u.old_result} → **{u.new_result}** by {who}{note}")
     return "\n".join(lines)
 
 
@@ -136,24 +157,28 @@ class AttemptSaved(Message):
 class TroubleshootingPane(PaneScreen):
     MODE = "troubleshooting"
     TITLE = "Troubleshooting"
+    INFO = "#history-info"
     HELP = (
         "Every attempt to fix something, searchable. **History**: filter by component, result, "
-        "DAG, session and time (`24h`, `7d`, a date). **Similar errors**: paste an error and "
-        "press ctrl+j to see past attempts at it, with how often each fix worked. "
-        "**Statistics**: success rates per component and per error signature."
+        "DAG, session and time (`24h`, `7d`, a date); `/` goes to the filters. **Similar "
+        "errors**: paste an error and press ctrl+j to see past attempts at it, with how often "
+        "each fix worked; ctrl+l clears the box. **Statistics**: success rates per component "
+        "and per error signature. `u` records a new outcome for the attempt selected in the "
+        "tab you are on."
     )
     BINDINGS = [
         Binding("h", "tab('history')", "History"),
-        Binding("e", "tab('similar')", "Similar errors"),
+        Binding("e", "tab('similar')", "Similar"),
         Binding("t", "tab('stats')", "Stats"),
         Binding("l", "log_attempt", "Log attempt"),
         Binding("u", "update_outcome", "Outcome"),
-        Binding("c", "copy", "Copy"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("slash", "focus_filters", "Filters", key_display="/"),
+        Binding("c", "copy", "Copy", show=False),
+        Binding("r", "refresh", "Refresh", show=False),
         Binding(
             "ctrl+j,ctrl+enter", "find_similar", "Find similar", key_display="^j", priority=True
         ),  # fmt: skip
-        Binding("escape", "leave_input", "Back to list", show=False),
+        Binding("ctrl+l", "clear_error", "Clear error", key_display="^l", show=False),
     ]
 
     def __init__(self) -> None:
@@ -161,33 +186,38 @@ class TroubleshootingPane(PaneScreen):
         self.attempts: list[Any] = []
         self.similar: list[Any] = []
         self.detail: Any = None
+        self.keep_selected: str | None = None  # attempt id to keep the cursor on after a reload
         self.last_session = f"tui-{datetime.now().strftime('%Y%m%d')}"
 
     def compose_body(self) -> ComposeResult:
         with TabbedContent(id="tabs", initial="history", classes="pane-body"):
             with TabPane("History", id="history"):
                 with Horizontal(classes="filter-row"):
-                    yield Input(placeholder="component", id="f-component", classes="compact")
-                    yield Input(placeholder="result", id="f-result", classes="compact")
-                    yield Input(placeholder="DAG", id="f-dag", classes="compact")
-                    yield Input(placeholder="session", id="f-session", classes="compact")
-                    yield Input(placeholder="since 7d", id="f-since", classes="compact")
-                with Horizontal(classes="pane-body"):
-                    with Vertical(classes="list-column"):
-                        yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+                    yield BoxInput(placeholder="component", id="f-component", classes="compact")
+                    yield BoxInput(placeholder="result", id="f-result", classes="compact")
+                    yield BoxInput(placeholder="DAG", id="f-dag", classes="compact")
+                    yield BoxInput(placeholder="session", id="f-session", classes="compact")
+                    yield BoxInput(placeholder="since (24h, 7d)", id="f-since", classes="compact")
+                with Horizontal(classes="pane-body split"):
+                    with Vertical(classes="list-column history-list"):
+                        yield FitTable(id="history-table", cursor_type="row", zebra_stripes=True)
                         yield Label("", id="history-info", classes="hint")
-                    with VerticalScroll(classes="detail-column"):
+                    with VerticalScroll(classes="detail-column", can_focus=False):
                         yield Markdown("", id="attempt-detail")
             with TabPane("Similar errors", id="similar"):
-                yield TextArea(id="error-input", soft_wrap=True, classes="error-input")
+                yield BoxTextArea(id="error-input", soft_wrap=True, classes="error-input")
                 with Horizontal(classes="filter-row"):
-                    yield Input(placeholder="component (optional)", id="s-component",
-                                classes="compact")  # fmt: skip
-                    yield Label("paste an error, [b]^j[/] find similar", classes="hint")
-                with Horizontal(classes="pane-body"):
+                    yield BoxInput(placeholder="component (optional)", id="s-component",
+                                   classes="compact")  # fmt: skip
+                    yield Label(
+                        "[b]^j[/] find similar  [b]^l[/] clear  [b]Esc[/] to the list",
+                        classes="hint",
+                    )
+                with Horizontal(classes="pane-body split"):
                     with Vertical(classes="list-column"):
                         yield DataTable(id="similar-table", cursor_type="row", zebra_stripes=True)
-                    with VerticalScroll(classes="detail-column"):
+                        yield Label("", id="similar-info", classes="hint")
+                    with VerticalScroll(classes="detail-column", can_focus=False):
                         yield Markdown("", id="similar-detail")
             with TabPane("Statistics", id="stats"):
                 yield Label("", id="stats-summary", classes="section-title")
@@ -196,21 +226,30 @@ class TroubleshootingPane(PaneScreen):
                 yield DataTable(id="signature-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self.query_one("#history-table", DataTable).add_columns(
-            "when", "result", "session", "component", "error"
-        )
-        self.query_one("#similar-table", DataTable).add_columns(
-            "match", "sim", "fix ok", "result", "solution"
-        )
+        history = self.query_one("#history-table", FitTable)
+        history.refill(HISTORY_COLUMNS, [])
+        similar = self.query_one("#similar-table", DataTable)
+        for label in ("match", "sim", "fix ok", "result", "solution"):
+            similar.add_column(label, key=label)
         self.query_one("#component-table", DataTable).add_columns(
             "component", "attempts", "success", "failed", "partial", "signatures", "last seen"
         )
         self.query_one("#signature-table", DataTable).add_columns(
             "signature", "attempts", "success", "sessions", "components"
         )
-        self.query_one("#error-input", TextArea).placeholder = "Paste an error message here…"
-        self.query_one("#history-table", DataTable).focus()
+        self.query_one(
+            "#error-input", TextArea
+        ).placeholder = "Paste an error message here, then ctrl+j"
+        self.query_one("#similar-info", Label).update("Nothing searched yet.")
+        history.focus()
         self.action_refresh()
+
+    def focus_home(self) -> None:
+        tab = self.query_one("#tabs", TabbedContent).active
+        table = {"similar": "#similar-table", "stats": "#component-table"}.get(
+            tab, "#history-table"
+        )
+        self.query_one(table).focus()
 
     # ------------------------------------------------------------------ history
     def history_filter(self) -> HistoryFilter:
@@ -235,33 +274,68 @@ class TroubleshootingPane(PaneScreen):
         self.post_message(HistoryLoaded(attempts))
 
     async def on_history_loaded(self, message: HistoryLoaded) -> None:
-        self.attempts = message.attempts
         table = self.query_one("#history-table", DataTable)
-        table.clear()
-        for a in self.attempts:
-            table.add_row(
-                cell(a.created_at.strftime("%m-%d %H:%M")),
-                result_cell(self.app, a.result),
-                cell(f"{one_line(a.session_id, 14)}#{a.sequence_num}"),
-                cell(one_line(a.component or "", 14)),
-                cell(one_line(a.error_message or a.task_description, 50)),
-                key=a.id,
-            )
+        before = self.attempts[table.cursor_row].id if self._history_row_ok(table) else None
+        keep = self.keep_selected or before
+        self.keep_selected = None
+        self.attempts = message.attempts
+        self._fill_history()
         shown = len(self.attempts)
         more = " (newest first; narrow the filters for older)" if shown == HISTORY_LIMIT else ""
-        self.query_one("#history-info", Label).update(f"{shown} attempt(s){more}")
+        filters = any(vars(self.history_filter()).values())
+        self.query_one("#history-info", Label).update(
+            f"{shown} attempt(s){' matching the filters' if filters else ''}{more}"
+        )
         if self.attempts:
-            table.move_cursor(row=0)
-            self.load_attempt(self.attempts[0].id)
+            ids = [a.id for a in self.attempts]
+            row = ids.index(keep) if keep in ids else 0
+            table.move_cursor(row=row)
+            self.load_attempt(self.attempts[row].id)
         else:
             self.detail = None
-            await self.query_one("#attempt-detail", Markdown).update(
-                "_No attempts match. Press **l** to log one._"
+            empty = (
+                "_No attempts match these filters._"
+                if filters
+                else "_No attempts logged yet. Press **l** to log one._"
             )
+            await self.query_one("#attempt-detail", Markdown).update(empty)
+
+    def _history_row_ok(self, table: DataTable[Any]) -> bool:
+        return bool(self.attempts) and 0 <= table.cursor_row < len(self.attempts)
+
+    def _fill_history(self) -> None:
+        table = self.query_one("#history-table", FitTable)
+        width = max(table.size.width - sum(c + 2 for c in (11, 7, 12)) - 2 - 2, 16)
+        rows = [
+            (
+                cell(a.created_at.strftime("%m-%d %H:%M")),
+                result_cell(self.app, a.result),
+                cell(one_line(a.component or "", 12)),
+                cell(one_line(a.error_message or a.task_description, width)),
+            )
+            for a in self.attempts
+        ]
+        table.refill(HISTORY_COLUMNS, rows, [a.id for a in self.attempts])
+
+    def on_fit_table_width_changed(self, message: FitTable.WidthChanged) -> None:
+        if self.attempts and message.table.id == "history-table":
+            self._refill_history()
+
+    def _refill_history(self) -> None:
+        table = self.query_one("#history-table", DataTable)
+        row = table.cursor_row
+        self._fill_history()
+        if self.attempts:
+            table.move_cursor(row=min(max(row, 0), len(self.attempts) - 1))
 
     @on(Input.Submitted, "#f-component, #f-result, #f-dag, #f-session, #f-since")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        problem = _since_problem(self.query_one("#f-since", Input).value)
+        if problem:
+            self.query_one("#f-since", Input).focus()
+            self.query_one("#history-info", Label).update(f"[$error]✖[/] {problem}")
+            return
         self.load_history(self.history_filter())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -295,7 +369,14 @@ class TroubleshootingPane(PaneScreen):
             self.notify("Paste an error first", severity="warning", timeout=3)
             return
         component = self.query_one("#s-component", Input).value.strip() or None
+        self.query_one("#similar-info", Label).update("searching…")
         self.find_similar(error, component)
+
+    def action_clear_error(self) -> None:
+        area = self.query_one("#error-input", TextArea)
+        area.clear()
+        self.query_one("#tabs", TabbedContent).active = "similar"
+        area.focus()
 
     @on(Input.Submitted, "#s-component")
     def _similar_component_submitted(self, event: Input.Submitted) -> None:
@@ -323,9 +404,12 @@ class TroubleshootingPane(PaneScreen):
                 key=hit.attempt.id,
             )
         detail = self.query_one("#similar-detail", Markdown)
+        n = len(self.similar)
+        self.query_one("#similar-info", Label).update(
+            f"{n} past attempt(s) · Esc, then ↑↓ to browse" if n else "no past attempts found"
+        )
         if self.similar:
             table.move_cursor(row=0)
-            table.focus()
             await detail.update(similar_markdown(self.similar[0]))
         else:
             await detail.update("_Nothing like this error has been logged yet._")
@@ -367,80 +451,111 @@ class TroubleshootingPane(PaneScreen):
             )
 
     # ------------------------------------------------------------------ writes
-    def action_log_attempt(self) -> None:
-        fields = [
-            FormField("session", "Session", value=self.last_session, required=True),
-            FormField("task", "Task description", "what were you trying to do", required=True),
-            FormField("error", "Error message", "paste the error"),
-            FormField("solution", "Attempted solution", "what you tried", required=True),
-            FormField(
-                "result", "Result: success | failed | partial", value="failed", required=True
-            ),  # fmt: skip
-            FormField("component", "Component", "freeipa, vyos, airflow…"),
-            FormField("dag", "DAG id"),
-            FormField("task_id", "Task id"),
-            FormField("details", "Result details"),
-        ]
+    def log_fields(self) -> list[FormField]:
         error = self.query_one("#error-input", TextArea).text.strip()
-        if error:
-            fields[2] = FormField("error", "Error message", value=error)
+        return [
+            FormField("task", "Task", "what were you trying to do", required=True,
+                      aliases=("task description",)),
+            FormField("error", "Error message", "paste the error (lines are kept)", value=error,
+                      multiline=True),
+            FormField("solution", "Attempted fix", "what you tried", required=True,
+                      multiline=True, aliases=("attempted solution",)),
+            FormField("result", "Result", "success | failed | partial", value="failed",
+                      required=True, choices=RESULTS),
+            FormField("component", "Component", "freeipa, vyos, airflow…"),
+            FormField("dag", "DAG id", aliases=("dag_id",)),
+            FormField("task_id", "Task id", aliases=("task_id",)),
+            FormField("details", "Details", "what happened (optional)", multiline=True,
+                      aliases=("result details",)),
+            FormField("session", "Session", value=self.last_session, required=True,
+                      aliases=("session id",)),
+        ]  # fmt: skip
 
-        def submitted(values: dict[str, str] | None) -> None:
-            if values:
-                self.last_session = values["session"]
-                self.save_attempt(values)
+    def action_log_attempt(self) -> None:
+        async def save(v: dict[str, str]) -> Any:
+            wb = await self.workbench()
+            return await wb.troubleshooting.log_attempt(
+                v["session"],
+                v["task"],
+                v["solution"],
+                v["result"],
+                error_message=v["error"] or None,
+                result_details=v["details"] or None,
+                agent="user",
+                component=v["component"] or None,
+                dag_id=v["dag"] or None,
+                task_id=v["task_id"] or None,
+            )
 
-        self.app.push_screen(FormModal("Log an attempt", fields, "Log"), submitted)
+        def saved(attempt: Any) -> None:
+            if attempt is not None:
+                self.last_session = attempt.session_id
+                self.post_message(AttemptSaved(attempt, "Logged"))
 
-    @work(group="write", exit_on_error=False, name="logging an attempt")
-    async def save_attempt(self, v: dict[str, str]) -> None:
-        wb = await self.workbench()
-        attempt = await wb.troubleshooting.log_attempt(
-            v["session"],
-            v["task"],
-            v["solution"],
-            v["result"].lower(),
-            error_message=v["error"] or None,
-            result_details=v["details"] or None,
-            agent="user",
-            component=v["component"] or None,
-            dag_id=v["dag"] or None,
-            task_id=v["task_id"] or None,
-        )
-        self.post_message(AttemptSaved(attempt, "Logged"))
+        form = FormModal("Log an attempt", self.log_fields(), "Log", on_submit=save)
+        self.app.push_screen(form, saved)
+
+    def outcome_target(self) -> Any:
+        """The attempt selected in the tab on screen: History's or Similar errors'."""
+        tab = self.query_one("#tabs", TabbedContent).active
+        if tab == "similar":
+            table = self.query_one("#similar-table", DataTable)
+            if self.similar and 0 <= table.cursor_row < len(self.similar):
+                return self.similar[table.cursor_row].attempt
+            return None
+        if tab == "history" and self.detail is not None:
+            return self.detail.attempt
+        return None
 
     def action_update_outcome(self) -> None:
-        if self.detail is None:
-            self.notify("Select an attempt in History first", severity="warning", timeout=3)
+        a = self.outcome_target()
+        if a is None:
+            self.notify(
+                "Select an attempt in History or Similar errors first",
+                severity="warning",
+                timeout=4,
+            )
             return
-        a = self.detail.attempt
         fields = [
             FormField(
-                "result", f"New result (now {a.result}): success | failed | partial", required=True
+                "result",
+                "New result",
+                f"success | failed | partial (now {a.result})",
+                required=True,
+                choices=RESULTS,
             ),  # fmt: skip
-            FormField("details", "Details", "what changed"),
+            FormField("details", "Details", "what changed", multiline=True),
             FormField("by", "Changed by", value=_operator(), required=True),
         ]
 
-        def submitted(values: dict[str, str] | None) -> None:
-            if values:
-                self.save_outcome(a.id, values)
+        async def save(v: dict[str, str]) -> Any:
+            wb = await self.workbench()
+            return await wb.troubleshooting.update_outcome(
+                a.id, v["result"], v["by"], v["details"] or None
+            )
 
-        title = f"Outcome of {a.session_id}#{a.sequence_num}"
-        self.app.push_screen(FormModal(title, fields, "Record"), submitted)
+        def saved(detail: Any) -> None:
+            if detail is not None:
+                self.keep_selected = a.id
+                self.post_message(AttemptSaved(detail, "Updated"))
 
-    @work(group="write", exit_on_error=False, name="recording an outcome")
-    async def save_outcome(self, attempt_id: str, v: dict[str, str]) -> None:
-        wb = await self.workbench()
-        detail = await wb.troubleshooting.update_outcome(
-            attempt_id, v["result"].lower(), v["by"], v["details"] or None
-        )
-        self.post_message(AttemptSaved(detail, "Updated"))
+        title = f"Outcome of {a.session_id}#{a.sequence_num}: {one_line(a.task_description, 40)}"
+        self.app.push_screen(FormModal(title, fields, "Record", on_submit=save), saved)
 
     def on_attempt_saved(self, message: AttemptSaved) -> None:
         a = getattr(message.detail, "attempt", message.detail)
         self.notify(f"{message.verb} {a.session_id}#{a.sequence_num}: {a.result}", timeout=5)
+        self.keep_selected = self.keep_selected or a.id
         self.action_refresh()
+        self._refresh_similar_row(a)
+
+    def _refresh_similar_row(self, attempt: Any) -> None:
+        """After `u` on a similar error, its row shows the new result (cursor unmoved)."""
+        for index, hit in enumerate(self.similar):
+            if hit.attempt.id == attempt.id:
+                self.similar[index] = _with_attempt(hit, attempt)
+                table = self.query_one("#similar-table", DataTable)
+                table.update_cell(attempt.id, "result", result_cell(self.app, attempt.result))
 
     # ------------------------------------------------------------------ misc actions
     def action_tab(self, tab: str) -> None:
@@ -448,6 +563,14 @@ class TroubleshootingPane(PaneScreen):
         target = {"history": "#history-table", "similar": "#error-input"}.get(tab)
         if target:
             self.query_one(target).focus()
+
+    def action_focus_filters(self) -> None:
+        tab = self.query_one("#tabs", TabbedContent).active
+        if tab == "similar":
+            self.query_one("#s-component", Input).focus()
+            return
+        self.query_one("#tabs", TabbedContent).active = "history"
+        self.query_one("#f-component", Input).focus()
 
     def action_refresh(self) -> None:
         self.load_history(self.history_filter())
@@ -462,13 +585,14 @@ class TroubleshootingPane(PaneScreen):
         elif self.detail is not None:
             copy_text(self.app, attempt_markdown(self.detail))
 
-    def action_leave_input(self) -> None:
-        if isinstance(self.focused, Input | TextArea):
-            tab = self.query_one("#tabs", TabbedContent).active
-            table = {"similar": "#similar-table", "stats": "#component-table"}.get(
-                tab, "#history-table"
-            )
-            self.query_one(table).focus()
+
+def _with_attempt(hit: Any, attempt: Any) -> Any:
+    from dataclasses import replace
+
+    try:
+        return replace(hit, attempt=attempt)
+    except TypeError:  # not a dataclass: keep the hit as it was
+        return hit
 
 
 def _operator() -> str:

@@ -8,10 +8,11 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.markup import escape
+from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Markdown, Static, TextArea
+from textual.widgets import DataTable, Input, Label, Markdown, Static, TextArea
 
 PANES: tuple[tuple[str, str, str], ...] = (
     ("1", "search", "Search"),
@@ -30,6 +31,7 @@ class StatusInfo:
     db_detail: str = "connecting…"
     model: str = "MiniLM"
     model_state: str = "waiting"  # waiting | warming up… | ready | failed
+    db_fix: str = ""  # when down: what to do about it, one short line
     llm: tuple[tuple[str, bool | None], ...] = ()
     lineage: str = "local"
     extra: dict[str, str] = field(default_factory=dict)
@@ -38,17 +40,31 @@ class StatusInfo:
         return replace(self, **changes)
 
 
-def cell(value: object, style: str | None = None) -> Any:
+def cell(value: object, style: Any = None) -> Any:
     """A DataTable cell that is never parsed as markup (DataTable reads str as Rich markup)."""
     from rich.text import Text
 
     return Text(str(value), style=style or "", no_wrap=True, end="")
 
 
-def theme_colour(app: Any, name: str) -> str | None:
-    """A colour of the current Textual theme (success, error, warning, accent…) for Rich text."""
-    theme = getattr(app, "current_theme", None)
-    return getattr(theme, name, None) if theme is not None else None
+def theme_style(app: Any, name: str, **attributes: Any) -> Any:
+    """A Rich Style in a colour of the current theme (`error`, `text-success`, `accent`…).
+
+    Theme values are Textual colours (`#ba3c5b`, `ansi_red`, `ansi_default 50%`); Rich only
+    reads some of those, so each goes through Textual's parser to a Rich colour, which every
+    theme (the ANSI ones included) and every terminal can draw. Unknown names give no colour."""
+    from rich.style import Style
+    from textual.color import Color, ColorParseError
+
+    value = (getattr(app, "theme_variables", None) or {}).get(name)
+    if value is None:
+        theme = getattr(app, "current_theme", None)
+        value = getattr(theme, name.replace("-", "_"), None) if theme is not None else None
+    try:
+        colour = Color.parse(str(value).split()[0]).rich_color if value else None
+    except ColorParseError:
+        colour = None
+    return Style(color=colour, **attributes)
 
 
 def _dot(ok: bool | None) -> str:
@@ -67,11 +83,14 @@ def short_model_name(name: str) -> str:
     return short if len(short) <= 16 else short[:15] + "…"
 
 
-def render_status(info: StatusInfo) -> str:
-    """One line, short enough for 80 columns."""
+def render_status(info: StatusInfo, width: int = 80) -> str:
+    """One line that fits `width` columns. When the database is down, that and what to do
+    about it come first, and the other parts make room for it."""
     db = f"{_dot(info.db_ok)} db {escape(info.db_kind)}"
     if info.db_ok is False:
-        db += " [$error]down[/]"
+        db += " [b $error]down[/]"
+        if info.db_fix:
+            db += f" [$text-error]· {escape(info.db_fix)}[/]"
     elif info.db_ok is None:
         db += f" [$text-muted]{escape(info.db_detail)}[/]"
     state_colour = {"ready": "$success", "failed": "$error"}.get(info.model_state, "$warning")
@@ -81,7 +100,16 @@ def render_status(info: StatusInfo) -> str:
         llm = "llm " + " ".join(f"{_dot(ok)}{names.get(r, r[:3])}" for r, ok in info.llm)
     else:
         llm = "llm [$text-muted]…[/]"
-    return f" {db} │ {model} │ {llm} │ lineage {escape(info.lineage)}"
+    parts = [db, model, llm, f"lineage {escape(info.lineage)}"]
+    while len(parts) > 1 and _plain_length(" " + " │ ".join(parts)) > width:
+        parts.pop()
+    return " " + " │ ".join(parts)
+
+
+def _plain_length(markup: str) -> int:
+    from rich.text import Text
+
+    return Text.from_markup(markup.replace("[$", "[")).cell_len
 
 
 class StatusBar(Static):
@@ -94,8 +122,11 @@ class StatusBar(Static):
     def on_mount(self) -> None:
         self.watch(self.app, "status", self._show, init=True)
 
+    def on_resize(self) -> None:
+        self._show(self.app.status)  # type: ignore[attr-defined]
+
     def _show(self, info: StatusInfo) -> None:
-        self.update(render_status(info))
+        self.update(render_status(info, self.size.width or self.app.size.width))
 
 
 class PaneBar(Static):
@@ -109,14 +140,19 @@ class PaneBar(Static):
         super().__init__(**kwargs)
         self.current = current
 
-    def on_mount(self) -> None:
+    def on_resize(self) -> None:
         parts = []
         for key, mode, title in PANES:
             if mode == self.current:
                 parts.append(f"[reverse b] {key} {title} [/]")
             else:
                 parts.append(f"[b]{key}[/] [$text-muted]{title}[/]")
-        self.update(" " + "  ".join(parts) + "   [$text-muted]qwb · F1 help · ^p commands[/]")
+        line = " " + "  ".join(parts)
+        for hint in ("F1 help · ^p commands · ^q quit", "F1 help · ^p commands", "F1 help"):
+            if _plain_length(f"{line}   {hint}") <= self.size.width:
+                line += f"   [$text-muted]{hint}[/]"
+                break
+        self.update(line)
 
 
 def format_error(error: BaseException, context: str = "") -> tuple[str, str]:
@@ -181,16 +217,22 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(result)
 
 
-def bindings_markdown(title: str, groups: list[tuple[str, list[tuple[str, str]]]]) -> str:
-    lines = [f"# {title}", ""]
+def bindings_markdown(
+    title: str, groups: list[tuple[str, list[tuple[str, str]]]], intro: str = ""
+) -> str:
+    """The F1 text: the pane's own keys first (they fit above the fold at 80x24), then the
+    keys that work everywhere, then the focused widget's; the pane's description last."""
+    lines = [f"**{title}**", ""]
     for heading, rows in groups:
         if not rows:
             continue
-        lines += [f"## {heading}", "", "| key | action |", "|---|---|"]
-        lines += [f"| `{key}` | {desc} |" for key, desc in rows]
+        lines += [f"### {heading}", ""]
+        lines += [f"- `{key}` {desc}" for key, desc in rows]
         lines.append("")
+    if intro:
+        lines += ["### About this pane", "", intro, ""]
     lines += [
-        "## Notes",
+        "### Notes",
         "",
         "- Keys `1`–`4` switch panes; inside a text box press `Esc` first.",
         "- `ctrl+p` opens the command palette with the actions of this pane.",
@@ -198,6 +240,59 @@ def bindings_markdown(title: str, groups: list[tuple[str, list[tuple[str, str]]]
         "- Errors open a window whose text can be copied with `c` (OSC 52).",
     ]
     return "\n".join(lines)
+
+
+class BoxInput(Input):
+    """A text box of a pane: Esc leaves it for the pane's list, so single keys act again."""
+
+    BINDINGS = [Binding("escape", "leave", "Leave the box", key_display="Esc")]
+
+    def action_leave(self) -> None:
+        leave_box(self)
+
+
+class BoxTextArea(TextArea):
+    """A multi-line box of a pane (pasted errors): Esc leaves it, Tab moves on."""
+
+    BINDINGS = [Binding("escape", "leave", "Leave the box", key_display="Esc")]
+
+    def action_leave(self) -> None:
+        leave_box(self)
+
+
+class FitTable(DataTable[Any]):
+    """A DataTable that says when its width changes, so a pane can fit long cells to it.
+
+    `refill` starts from fresh columns: a DataTable column only ever grows, so cells fitted to
+    a narrower table would otherwise sit in a column sized for an earlier, wider fill."""
+
+    def refill(self, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]],
+               keys: list[str] | None = None) -> None:  # fmt: skip
+        self.clear(columns=True)
+        for label, key in columns:
+            self.add_column(label, key=key)
+        for index, row in enumerate(rows):
+            self.add_row(*row, key=keys[index] if keys else None)
+
+    class WidthChanged(Message):
+        def __init__(self, table: FitTable) -> None:
+            super().__init__()
+            self.table = table
+
+    _last_width = 0
+
+    def on_resize(self) -> None:
+        if self.size.width != self._last_width:
+            self._last_width = self.size.width
+            self.post_message(self.WidthChanged(self))
+
+
+def leave_box(box: Any) -> None:
+    home = getattr(box.screen, "focus_home", None)
+    if home is not None:
+        home()
+    else:
+        box.screen.set_focus(None)
 
 
 class ConfirmModal(ModalScreen[bool]):
@@ -219,72 +314,3 @@ class ConfirmModal(ModalScreen[bool]):
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)
-
-
-@dataclass(frozen=True)
-class FormField:
-    name: str
-    label: str
-    placeholder: str = ""
-    value: str = ""
-    required: bool = False
-
-
-class FormModal(ModalScreen[dict[str, str] | None]):
-    """A small form of text fields. Enter on the last field or ctrl+s/ctrl+j submits."""
-
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+s,ctrl+j", "submit", "Submit", key_display="^s/^j"),
-    ]
-
-    def __init__(self, title: str, fields: list[FormField], submit_label: str = "OK") -> None:
-        super().__init__()
-        self.form_title = title
-        self.fields = fields
-        self.submit_label = submit_label
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="modal-box form-box"):
-            yield Label(f"[b]{escape(self.form_title)}[/]")
-            with VerticalScroll(classes="form-fields"):
-                for f in self.fields:
-                    yield Label(f.label + (" *" if f.required else ""), classes="form-label")
-                    yield Input(f.value, placeholder=f.placeholder, id=f"field-{f.name}")
-            with Horizontal(classes="form-buttons"):
-                yield Button(self.submit_label, variant="primary", id="form-submit")
-                yield Button("Cancel", id="form-cancel")
-            yield Label("[b]Enter[/] next/submit  [b]^s[/] submit  [b]Esc[/] cancel",
-                        classes="modal-hint")  # fmt: skip
-
-    def values(self) -> dict[str, str]:
-        return {
-            f.name: self.query_one(f"#field-{f.name}", Input).value.strip() for f in self.fields
-        }
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        inputs = list(self.query(Input))
-        index = inputs.index(event.input)
-        if index + 1 < len(inputs):
-            inputs[index + 1].focus()
-        else:
-            self.action_submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "form-submit":
-            self.action_submit()
-        else:
-            self.action_cancel()
-
-    def action_submit(self) -> None:
-        values = self.values()
-        missing = [f.label for f in self.fields if f.required and not values[f.name]]
-        if missing:
-            self.notify(f"{', '.join(missing)}: required", severity="warning")
-            return
-        self.dismiss(values)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

@@ -219,3 +219,51 @@ async def test_full_text_matches_questions_and_keeps_negation(workbench: Any) ->
     )
     keys = {h.source_key for h in negated}
     assert "note:fts-openssl" in keys and "note:fts-certmonger" not in keys
+
+
+@pytest.mark.parametrize(
+    ("typed", "patterns"),
+    [
+        ("adrs/", ["adrs/%", "%/adrs/%"]),
+        ("adrs/*", ["adrs/%", "%/adrs/%"]),
+        ("./adrs/0049*.md", ["adrs/0049%.md", "%/adrs/0049%.md"]),
+        ("/srv/docs/adrs/", ["/srv/docs/adrs/%"]),
+        ("*/adrs/*", ["%/adrs/%"]),
+        ("note:", ["note:%", "%/note:%"]),
+        ("my_dir/50%", ["my\\_dir/50\\%%", "%/my\\_dir/50\\%%"]),
+        ("  ", None),
+        (None, None),
+    ],
+)
+def test_source_filter_accepts_what_the_document_list_shows(
+    typed: str | None, patterns: list[str] | None
+) -> None:
+    from core.rag import source_filter_patterns
+
+    assert source_filter_patterns(typed) == patterns
+
+
+def test_source_filter_expands_home() -> None:
+    from core.rag import source_filter_patterns
+
+    assert source_filter_patterns("~/docs/") == [str(Path.home() / "docs") + "/%"]
+
+
+async def test_search_and_list_filter_by_a_relative_source(workbench: Any, tmp_path: Path) -> None:
+    rag = workbench.rag
+    root = tmp_path / "site" / "adrs"
+    root.mkdir(parents=True)
+    (root / "0049-memory.md").write_text("# ADR 49\n\nShared pgvector memory for agents.\n")
+    (tmp_path / "site" / "notadrs").mkdir()
+    (tmp_path / "site" / "notadrs" / "x.md").write_text("# Not an ADR\n\npgvector memory notes.\n")
+    await rag.ingest_paths([tmp_path / "site"], doc_type="adr")
+    wanted = str(root / "0049-memory.md")
+    for typed in ("adrs/", "adrs/*", "adrs/0049", "*/adrs/*", str(root) + "/"):
+        hits = await rag.search("pgvector memory", limit=50, source=typed)
+        keys = [h.source_key for h in hits]
+        assert wanted in keys and all("/adrs/" in k for k in keys), typed
+        docs = await rag.list_documents(source_prefix=typed, limit=1000)
+        keys = [d.source_key for d in docs]
+        assert wanted in keys and all("/adrs/" in k for k in keys), typed
+    assert await rag.search("pgvector memory", source=str(tmp_path / "site" / "drs")) == []
+    assert wanted not in {h.source_key for h in await rag.search("pgvector", source="drs/")}

@@ -225,9 +225,9 @@ async def test_override_runs_the_instruction_and_applies(
             await pilot.press("o")
             await pilot.pause()
             form = app.screen
-            form.query_one(
-                "#field-instruction"
-            ).value = "In dags/hypervisor_health_check.py replace the BashOperator with SSHOperator"
+            form.query_one("#field-instruction").load_text(  # a multi-line field
+                "In dags/hypervisor_health_check.py replace the BashOperator with SSHOperator"
+            )
             form.query_one("#field-reason").value = "verified the connection by hand"
             form.query_one("#field-apply").value = "y"
             await pilot.press("ctrl+s")

@@ -107,6 +107,6 @@ def test_help_markdown_lists_every_binding_group() -> None:
     from screens.widgets import bindings_markdown
 
     text = bindings_markdown("Search — keys", [("Search pane", [("o", "Open")]), ("Empty", [])])
-    assert "| `o` | Open |" in text
+    assert "- `o` Open" in text
     assert "Empty" not in text
     assert "ctrl+j" in text

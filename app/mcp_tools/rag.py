@@ -45,7 +45,8 @@ class QueryRagArgs(ToolArgs):
         min_length=1,
         max_length=MAX_KEY_CHARS,
         description="Only documents whose source key starts with this, or matches it as a glob "
-        "when it contains * or ? (e.g. '/docs/adrs/*').",
+        "when it contains * or ? (e.g. '/docs/adrs/*'); a relative path such as 'adrs/' or "
+        "'adrs/*' also matches at any folder of the key.",
     )
     metadata: Metadata | None = Field(
         default=None, description="Only documents whose metadata contains this JSON object."
@@ -297,7 +298,8 @@ class ListDocumentsArgs(ToolArgs):
         default=None,
         min_length=1,
         max_length=MAX_KEY_CHARS,
-        description="Only documents whose source key starts with this (* and ? are wildcards).",
+        description="Only documents whose source key starts with this (* and ? are wildcards; "
+        "a relative path such as 'adrs/' also matches at any folder of the key).",
     )
     limit: Limit = 20
     offset: Offset = 0
