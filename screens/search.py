@@ -263,7 +263,11 @@ class SearchPane(PaneScreen):
         self._fill_results()
         filters = describe_filters(message.request)
         info = f"{len(self.hits)} result(s)" + (", best first" if self.hits else "")
-        self.info(info + (f" · {filters}" if filters else " · no filters"))
+        info += f" · {filters}" if filters else " · no filters"
+        if getattr(message.hits, "weak", False):  # core.relevance: the best hit is weak
+            reason = getattr(message.hits, "weak_reason", "") or ""
+            info = f"nothing relevant, probably ({reason}) · {info}" if reason else info
+        self.info(info)
         if self.hits:
             self.query_one("#results", DataTable).move_cursor(row=0)
             await self._preview(0)
