@@ -229,28 +229,10 @@ async def seed_demo(db_url: str, repo: Path, api_base: str) -> None:
         await wb.close()
 
 
-DEMO_DOCS = {
-    "guide:hv-health": (
-        "# Hypervisor health checks over SSH\n\nRun the nightly health check command on every "
-        "KVM hypervisor with the SSHOperator from apache-airflow-providers-ssh. The ssh_conn_id "
-        "names the hypervisor connection; the command is /usr/local/bin/health-check --json."
-    ),
-    "adr:ssh-remote": (
-        "# ADR: remote commands on hypervisors use SSH\n\nDAGs that run commands on the "
-        "hypervisors use SSHOperator with one Airflow connection per hypervisor."
-    ),
-    "guide:ssh-conn": (
-        "# SSH connections for hypervisor commands\n\nCreate the ssh_conn_id for each "
-        "hypervisor with its host, port 22, user and private key."
-    ),
-}
-DEMO_TASK = "Create a DAG that runs the nightly health check command on the hypervisors over SSH"
-DEMO_DAG = (
-    "from airflow.sdk import DAG\n"
-    "from airflow.providers.ssh.operators.ssh import SSHOperator\n\n"
-    'with DAG("hypervisor_nightly_health", schedule="0 2 * * *"):\n'
-    '    SSHOperator(task_id="health", ssh_conn_id="hv1", command="health-check --json")\n'
-)
+# the same seed as the TUI tests (tests/tui_seed.py): docs, task and the scripted DAG
+from tests.tui_seed import AGENT_TASK as DEMO_TASK  # noqa: E402
+from tests.tui_seed import SSH_DAG as DEMO_DAG  # noqa: E402
+from tests.tui_seed import SSH_DOCS as DEMO_DOCS  # noqa: E402
 
 
 def demo_overrides(db_url: str, repo: Path, api_base: str) -> dict[str, Any]:
