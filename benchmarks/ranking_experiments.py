@@ -328,11 +328,17 @@ FINAL: list[tuple[str, Ranker]] = [
 ]
 
 
+def text_query_sql(query: str) -> str:
+    """The tsquery of the old `ts_rank` text side (removed from core by the BM25 side; kept
+    here as the "before" of the comparison): any of the words, or web-search semantics."""
+    if '"' in query or re.search(r"(^|\s)-\S", query):
+        return "websearch_to_tsquery('english', %(q)s)"
+    return "replace(websearch_to_tsquery('english', %(q)s)::text, ' & ', ' | ')::tsquery"
+
+
 async def prepare_queries(
     wb: Any, questions: Sequence[EvalQuestion], keys: list[str], chunk_pos: dict[int, int]
 ) -> list[Query]:
-    from core.rag import text_query_sql
-
     res = resolve_relevant((e for q in questions for e in q.relevant), keys)
     queries = [Query(q, {k for e in q.relevant for k in res[e].keys}) for q in questions]
     lexemes = await tsvectors(wb.db, [q.q.query for q in queries])
