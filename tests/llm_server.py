@@ -261,6 +261,7 @@ class ScriptedLLM:
     def start(self) -> ScriptedLLM:
         if self._httpd is not None:
             return self
+        self._closing.clear()  # a restarted server hangs again (close() released every HANG)
         owner = self
 
         class Handler(_Handler):
