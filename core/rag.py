@@ -759,7 +759,7 @@ class RagStore:
         async with self.db.connection() as conn:
             changed = await apply_text_params(conn, bm25.k1, bm25.b)
         if changed:
-            log.warning("BM25 set to k1 %s, b %s: text index re-ordered", bm25.k1, bm25.b)
+            log.info("BM25 set to k1 %s, b %s: text index re-ordered", bm25.k1, bm25.b)
         return changed
 
     async def rebuild_text_index(self) -> int:

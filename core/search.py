@@ -34,9 +34,9 @@ def source_filter_patterns(source: str | None) -> list[str] | None:
     anchored at the start of the source key. Anything else may also start at a path segment,
     so `adrs/`, `adrs/*` and `adrs/0049.md` (what the document list shows) find
     `/srv/docs/adrs/0049.md`, while `note:` still finds `note:dns-fix`."""
-    text = (source or "").strip()
-    if not text:
-        return None
+    text = source or ""
+    if not text.strip():
+        return None  # the key is kept as given otherwise: a key may hold spaces
     if text.startswith("~"):
         text = os.path.expanduser(text)
     while text.startswith("./"):
