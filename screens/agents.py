@@ -278,8 +278,10 @@ class AgentsPane(PaneScreen):
                 "proposal shows as a diff for you to approve (**a**), reject (**r**) or "
                 "override (**o**)."
             )
-        empty.display = True
         await empty.update(text)
+        if self.detail is not None or self.agent_running():
+            return  # a session arrived while the text rendered: leave its conversation be
+        empty.display = True
         talk = self.query_one("#talk", VerticalScroll)
         talk.anchor(False)
         talk.scroll_home(animate=False)
