@@ -198,6 +198,11 @@ def blast_cmd(
             for n in r.datasets:
                 out.print(f"  [dim]{n.hops} hop(s)[/] {n.node_id}  {n.impact}"
                           f"  [dim]({n.state})[/]")  # fmt: skip
+        if r.maybe_other_dag_reads:
+            out.print("[bold]other DAGs that may be affected[/] (they read what no known job "
+                      "writes; the blocked tasks never ran)")  # fmt: skip
+            for dag, reads in r.maybe_other_dag_reads.items():
+                out.print(f"  {dag} reads {', '.join(reads)}", markup=False, highlight=False)
         out.print(f"[bold]recommendation:[/] {r.recommendation}", highlight=False)
 
     emit(radius, as_json, render)
@@ -381,6 +386,8 @@ def _impact_line(run: Any) -> str:
         parts.append(f"{impact['datasets']} dataset(s) left stale")
     if impact.get("other_dags"):
         parts.append(f"other DAGs: {', '.join(impact['other_dags'])}")
+    if impact.get("maybe_other_dags"):
+        parts.append(f"other DAGs maybe: {', '.join(impact['maybe_other_dags'])}")
     if impact.get("severity"):
         parts.append(f"severity {impact['severity']}")
     when = "then" if run.impact_as_of == "failure" else "recomputed now"

@@ -201,6 +201,8 @@ def dataset_markdown(ds: Any) -> str:
 def blast_markdown(radius: Any) -> str:
     what = f"{radius.dag_id}" + (f".{radius.task_id}" if radius.task_id else "")
     reach = f"{radius.total} downstream node(s) · {len(radius.other_dags)} other DAG(s)"
+    if radius.maybe_other_dag_reads:
+        reach += f" · {len(radius.maybe_other_dag_reads)} more may be affected"
     if radius.seeds_failed:
         lines = [f"### blast radius of {what}", "", f"severity **{radius.severity}** · {reach}"]
         lines += ["", md_inline(radius.recommendation)]

@@ -143,12 +143,36 @@ async def test_run1_blast_radius_names_every_blocked_task(after: Any, scenario: 
         job("notify"): (place.get("notify"), "will_not_run", "UPSTREAM_FAILED"),
     }
     assert datasets == {scenario.ds("clean/customers.csv"): (1, "stale", "stale")}
-    # No event says what build_mart writes (it never ran; DAG facets carry no outlets), so the
-    # dashboard reading mart/sales.json cannot be linked yet: said, not hidden.
-    assert r.other_dags == () and r.severity == "medium"
+    # No event says what build_mart writes (it never ran; DAG facets carry no outlets), so no
+    # edge links the dashboard; but it reads mart/sales.json, which no known job writes, beside
+    # this DAG's data: named as maybe affected, and the severity is high.
+    assert r.other_dags == () and r.severity == "high"
+    assert r.maybe_other_dag_reads == {DASH: (scenario.ds("mart/sales.json"),)}
     assert r.unknown_outputs == ("build_mart", "notify", "publish_report")
+    assert "may cross DAGs: sales_dashboard reads mart/sales.json" in r.recommendation
     assert "never ran, so what they write is unknown" in r.recommendation
     assert r.dag_run is not None and r.dag_run.state == "FAIL"
+
+
+async def test_run1_a_dag_reading_elsewhere_is_not_named(
+    pg_server: Any, scenario: Scenario
+) -> None:
+    """The same first failure, but the dashboard reads a mart in another folder: nothing links
+    it to this DAG's data, so it is not named and the severity stays medium."""
+    from core.db import Database
+
+    database = await Database.connect(make_config(database__url=create_database(pg_server, "af_x")))
+    try:
+        svc = LineageService(database, make_config(lineage__namespace=NS))
+        moved = [line.replace(f"{scenario.data}/mart/", "/srv/finance/mart/")
+                 for line in scenario.events(0)]  # fmt: skip
+        for line in moved + scenario.events(1):
+            assert (await svc.ingest_event(line.encode())).status == "stored"
+        r = await svc.get_failure_blast_radius(DAG)
+        assert r.maybe_other_dag_reads == {} and r.other_dags == () and r.severity == "medium"
+        assert "never ran, so what they write is unknown" in r.recommendation
+    finally:
+        await database.close()
 
 
 async def test_run1_job_dataset_and_failures(after: Any, scenario: Scenario) -> None:
@@ -172,6 +196,8 @@ async def test_run1_job_dataset_and_failures(after: Any, scenario: Scenario) -> 
     assert f["git_sha"] == bug and f["resolved"] is False and f["fixed_by_run_id"] is None
     assert f["downstream"] == 4 and f["impact_as_of"] == "failure"  # 3 tasks + 1 dataset
     assert f["impact"]["blocked"] == ["build_mart", "notify", "publish_report"]
+    assert f["impact"]["maybe_other_dags"] == {DASH: [scenario.ds("mart/sales.json")]}
+    assert f["impact"]["severity"] == "high"
 
 
 # -- run 2: fixed --------------------------------------------------------------------------------

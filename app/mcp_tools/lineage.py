@@ -106,6 +106,8 @@ async def get_failure_blast_radius(wb: Any, ctx: ToolContext, args: BlastRadiusA
         lines.append(f"- {node.node_id} ({node.impact}, {hops}{state})")
     if radius.other_dags:
         lines.append("other DAGs affected: " + ", ".join(radius.other_dags))
+    if radius.maybe_other_dag_reads:
+        lines.append("other DAGs that may be affected: " + ", ".join(radius.maybe_other_dag_reads))
     lines.append(radius.recommendation)
     return ToolResult.of(radius.to_dict(), "\n".join(lines))
 

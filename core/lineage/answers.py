@@ -36,6 +36,7 @@ from core.lineage.models import (
     LineageEdge,
 )
 from core.lineage.severity import assess
+from core.lineage.unwritten import unwritten_reads
 
 DEFAULT_DEPTH = 20
 MAX_DEPTH = 100
@@ -261,6 +262,12 @@ class LineageAnswers:
         other_reads = _other_dag_reads(impacted, jobs, dag_id)
         blocked = [jobs[n] for n in jobs if n in unplaced or (jobs[n].dag_id == dag_id)]
         unknown = sorted(_label(j) for j in blocked if j.latest_run is None and not j.outputs)
+        maybe: dict[str, tuple[str, ...]] = {}
+        if unknown and seeds_failed:
+            mine = {d for i in task_ids for d in (*infos[i].inputs, *infos[i].outputs)}
+            maybe = await unwritten_reads(self.db, dag_id, mine)
+            for dag in other_reads:
+                maybe.pop(dag, None)
         view = views.get((namespace, dag_id))
         return assess(
             dag_id=dag_id,
@@ -274,6 +281,7 @@ class LineageAnswers:
             dag_run=view.info() if view else None,
             other_dag_reads=other_reads,
             unknown_outputs=tuple(unknown),
+            maybe_other_dag_reads=maybe,
         )
 
     async def blast_radius_of_run(self, run_id: str) -> BlastRadius | None:

@@ -48,6 +48,7 @@ def impact_of(radius: Any) -> dict[str, Any]:
         "other_dags": list(radius.other_dags),
         "other_dag_reads": {k: list(v) for k, v in radius.other_dag_reads.items()},
         "unknown_outputs": list(radius.unknown_outputs),
+        "maybe_other_dags": {k: list(v) for k, v in radius.maybe_other_dag_reads.items()},
     }
 
 

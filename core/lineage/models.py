@@ -298,6 +298,9 @@ class BlastRadius(_ToDict):
     dag_run: RunInfo | None = None  # the DAG run the states are judged against
     other_dag_reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dag -> datasets
     unknown_outputs: tuple[str, ...] = ()  # blocked tasks that never ran: outputs unknown
+    # other DAG -> datasets it reads that no known job writes, where the failed DAG keeps its
+    # data: what the tasks that never ran may write (core.lineage.unwritten)
+    maybe_other_dag_reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:

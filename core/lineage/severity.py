@@ -4,7 +4,8 @@
 - low: only datasets downstream, and no known job reads them (they are stale, nothing waits).
 - medium: downstream jobs, all in the failed DAG (Airflow marks them upstream_failed).
 - high: jobs of other DAGs (or jobs outside Airflow) read what the failure left stale, or more
-  than HIGH_JOB_COUNT jobs are downstream.
+  than HIGH_JOB_COUNT jobs are downstream, or blocked tasks that never ran may write what other
+  DAGs read (datasets no known job writes, where the failed DAG keeps its data).
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ def assess(
     dag_run: RunInfo | None = None,
     other_dag_reads: dict[str, tuple[str, ...]] | None = None,
     unknown_outputs: tuple[str, ...] = (),
+    maybe_other_dag_reads: dict[str, tuple[str, ...]] | None = None,
 ) -> BlastRadius:
     """Severity and advice. `other_dag_reads`: for each other DAG, the impacted datasets its
-    jobs read (named in the advice); `unknown_outputs`: blocked tasks that never ran."""
+    jobs read (named in the advice); `unknown_outputs`: blocked tasks that never ran;
+    `maybe_other_dag_reads`: other DAGs reading unwritten datasets they may write."""
+    maybe = dict(maybe_other_dag_reads or {}) if unknown_outputs else {}
     jobs = [n for n in impacted if n.type == "job"]
     datasets = [n for n in impacted if n.type == "dataset"]
     other_dags = sorted({n.dag_id or n.name for n in jobs if n.dag_id != dag_id})
@@ -48,7 +52,7 @@ def assess(
     if not impacted:
         severity = "none"
         advice = f"Nothing downstream depends on {seed_label}; fix it and re-run it alone."
-    elif other_dags or len(jobs) > HIGH_JOB_COUNT:
+    elif other_dags or len(jobs) > HIGH_JOB_COUNT or maybe:
         severity = "high"
         parts = []
         if other_dags:
@@ -56,6 +60,12 @@ def assess(
                 f"Impact crosses DAGs: {_reading(other_dags, reads)}, which {seed_label} left "
                 "stale. Hold those DAGs (pause them or keep their sensors waiting) until it "
                 "succeeds."
+            )
+        if maybe:
+            parts.append(
+                f"Impact may cross DAGs: {_reading(sorted(maybe), maybe)}, which no known job "
+                f"writes, and {_names(list(unknown_outputs))} never ran, so what they write is "
+                "unknown. Hold those DAGs until it succeeds, or check what they read."
             )
         if len(jobs) > HIGH_JOB_COUNT:
             parts.append(f"{len(jobs)} jobs are downstream.")
@@ -73,7 +83,7 @@ def assess(
             f"{len(datasets)} dataset(s) are stale ({_names(datasets)}) but no known job reads "
             f"them. Fix {seed_label} and re-run it to refresh them."
         )
-    if unknown_outputs:
+    if unknown_outputs and not maybe:
         advice += (
             f" {_names(list(unknown_outputs))} never ran, so what they write is unknown: other "
             "DAGs reading it cannot be ruled out."
@@ -96,6 +106,7 @@ def assess(
         dag_run=dag_run,
         other_dag_reads=dict(reads),
         unknown_outputs=tuple(unknown_outputs),
+        maybe_other_dag_reads=maybe,
     )
 
 
