@@ -206,9 +206,31 @@ def _attach(pgdata: Path) -> Any:
         if existing is not None:  # this process attached before: start it again
             existing.ensure_postgres_running()
             existing.global_process_id_list.get_and_add(os.getpid())
-            return existing
+            return _quiet_stop_at_exit(existing)
     with _PROCESS_LOCK:
-        return postgres_server.get_server(pgdata, cleanup_mode="stop")
+        return _quiet_stop_at_exit(postgres_server.get_server(pgdata, cleanup_mode="stop"))
+
+
+def _quiet_stop_at_exit(server: Any) -> Any:
+    """pgserver's exit handler stops the server it started; if that postmaster dies between
+    its `is_running()` check and its `terminate()` (killed, or exiting after a crash), psutil
+    raises NoSuchProcess and Python prints a traceback after the one-line error. A server that
+    is already gone is stopped: say nothing."""
+    if getattr(server, "_qwb_quiet_stop", False):
+        return server
+    stop = server._stop
+
+    def quiet_stop() -> None:
+        import psutil
+
+        try:
+            stop()
+        except psutil.NoSuchProcess:
+            log.debug("embedded PostgreSQL had already stopped at exit")
+
+    server._stop = quiet_stop
+    server._qwb_quiet_stop = True
+    return server
 
 
 def _ensure_database(base_url: str, name: str) -> None:

@@ -201,3 +201,31 @@ def test_start_lock_excludes_other_processes_and_times_out_in_one_line(tmp_path:
     for t in threads:
         t.join()
     assert all(order[i] == order[i + 1] for i in range(0, len(order), 2))
+
+
+def test_a_postmaster_gone_at_exit_stops_quietly() -> None:
+    """pgserver's exit handler checks is_running() and then terminates: a postmaster that dies
+    in between (kill -9 while an ingest ran) raised NoSuchProcess, a traceback after the
+    one-line error. The wrapped stop says nothing; other errors still surface."""
+    import psutil
+
+    from core.embedded_pg import _quiet_stop_at_exit
+
+    class Handle:  # pgserver's PostgresServer, reduced to the method its exit handler calls
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+            self.calls = 0
+
+        def _stop(self) -> None:
+            self.calls += 1
+            raise self.error
+
+    gone = _quiet_stop_at_exit(Handle(psutil.NoSuchProcess(12345, "postgres")))
+    gone._stop()
+    assert gone.calls == 1
+    assert _quiet_stop_at_exit(gone) is gone  # wrapped once, however often it is attached
+    gone._stop()
+    assert gone.calls == 2
+    other = _quiet_stop_at_exit(Handle(RuntimeError("pg_ctl failed")))
+    with pytest.raises(RuntimeError):
+        other._stop()
