@@ -233,21 +233,11 @@ async def seed_demo(db_url: str, repo: Path, api_base: str) -> None:
 from tests.tui_seed import AGENT_TASK as DEMO_TASK  # noqa: E402
 from tests.tui_seed import SSH_DAG as DEMO_DAG  # noqa: E402
 from tests.tui_seed import SSH_DOCS as DEMO_DOCS  # noqa: E402
+from tests.tui_seed import agent_settings  # noqa: E402
 
 
 def demo_overrides(db_url: str, repo: Path, api_base: str) -> dict[str, Any]:
-    return {
-        "database.url": db_url,
-        "llm.manager_model": "openai/scripted",
-        "llm.manager_api_base": api_base,
-        "llm.developer_model": "openai/scripted",
-        "llm.developer_api_base": api_base,
-        "llm.fallbacks": False,
-        "llm.retries": 0,
-        "agents.developer_mode": "llm",
-        "agents.llm_attempts": 1,
-        "agents.dag_repo": str(repo),
-    }
+    return {"database.url": db_url, **agent_settings(api_base, repo)}
 
 
 def demo_config(db_url: str, repo: Path, api_base: str) -> Any:
