@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import create_database, make_config, requires_shared
-from tests.test_tui_support import settle
+from tests.test_tui_support import settle, wait_until
 from tests.tui_seed import (
     DNS_ERROR,
     make_repo,
@@ -160,6 +160,23 @@ def set_attr(name: str, value: Any) -> Steps:
     return step
 
 
+async def conversation_shown(pilot: Any) -> None:
+    """The session's conversation is mounted and anchored at its end before a modal opens
+    over it (a key pressed while the bubbles mount would freeze the frame mid-load)."""
+
+    def at_end() -> bool:
+        screen = pilot.app.screen
+        talk = screen.query("#talk").first() if screen.query("#talk") else None
+        return (
+            talk is not None
+            and getattr(screen, "detail", None) is not None
+            and talk.max_scroll_y > 0
+            and talk.scroll_y == talk.max_scroll_y
+        )
+
+    await wait_until(pilot, at_end)
+
+
 def search(query: str) -> list[Steps]:
     return [typed("#query", query), keys("enter")]
 
@@ -174,7 +191,7 @@ PANES: dict[str, list[Steps]] = {
         keys("ctrl+j"),
     ],
     "troubleshooting_stats": [keys("2", "t")],
-    "agents_conversation": [keys("3")],
+    "agents_conversation": [keys("3"), conversation_shown],
     "agents_decisions": [keys("3", "t", "down", "down", "down")],
     "agents_proposals": [keys("3", "p")],
     "lineage_dag": [keys("4"), typed("#pick", "DAG wb_demo"), keys("enter")],
@@ -193,8 +210,8 @@ FORMS: dict[str, list[Steps]] = {
         keys("ctrl+s"),
     ],
     "form_outcome": [keys("2", "down", "u")],
-    "form_reject": [keys("3", "r")],
-    "form_override": [keys("3", "o")],
+    "form_reject": [keys("3"), conversation_shown, keys("r")],
+    "form_override": [keys("3"), conversation_shown, keys("o")],
 }
 MODALS: dict[str, list[Steps]] = {
     "modal_error": [set_value("#doc-types", "novel"), *search("dns")],
