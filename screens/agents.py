@@ -352,6 +352,7 @@ class AgentsPane(PaneScreen):
         self.live.clear()
         await talk.mount_all([Bubble(m.speaker, m.kind, m.content) for m in d.messages])
         talk.anchor()  # at the end, and kept there while it grows (until the operator scrolls)
+        self.call_after_refresh(talk.anchor)  # again once laid out (a modal may have opened)
         self._fill_decisions(d.decisions)
         self._fill_proposals(d.proposals)
 

@@ -260,3 +260,26 @@ def test_database_down(size: tuple[int, int], snap_compare: Any) -> None:
     """Nothing listens on port 9: the status bar says down and what to check; no window."""
     app = snapshot_app("postgresql://qwb@127.0.0.1:9/qwb?connect_timeout=2")
     assert snap_compare(app, terminal_size=size, run_before=run(keys("2")))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_form_opened_while_the_conversation_loads_keeps_it_at_its_end(
+    seeded_url: str,
+) -> None:
+    """`r` pressed as soon as the session is known (its bubbles still mounting): under the form
+    and after it closes, the conversation stays anchored at its end (it was left at its top)."""
+    app = snapshot_app(seeded_url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, rounds=200)
+        await pilot.press("3")
+        pane = app.screen
+        await wait_until(pilot, lambda: getattr(pane, "detail", None) is not None, rounds=2000)
+        await pilot.press("r")
+        await settle(pilot, rounds=200)
+        await settled_layout(pilot)
+        talk = pane.query_one("#talk")
+        assert type(app.screen).__name__ == "FormModal"
+        assert talk.max_scroll_y > 0 and talk.scroll_y == talk.max_scroll_y
+        await pilot.press("escape")
+        await settled_layout(pilot)
+        assert app.screen is pane and talk.scroll_y == talk.max_scroll_y
