@@ -25,7 +25,7 @@ from textual.worker import Worker, WorkerState
 
 from screens.base import PaneScreen
 from screens.forms import FormField, FormModal
-from screens.widgets import BoxInput, cell, copy_text, theme_style
+from screens.widgets import BoxInput, Table, cell, copy_text, theme_style
 
 SESSION_LIMIT = 100
 STATUS_GLYPH = {
@@ -222,7 +222,7 @@ class AgentsPane(PaneScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="pane-body"):
             with Vertical(classes="list-column agents-sessions"):
-                yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+                yield Table(id="sessions", cursor_type="row", zebra_stripes=True)
                 yield Label("", id="sessions-info", classes="hint")
             with Vertical(classes="detail-column"):
                 yield Label("new session", id="session-title", classes="preview-title")
@@ -231,11 +231,11 @@ class AgentsPane(PaneScreen):
                         with VerticalScroll(id="talk"):
                             yield Markdown("", id="talk-empty")
                     with TabPane("Decisions", id="decisions"):
-                        yield DataTable(id="decision-table", cursor_type="row", zebra_stripes=True)
+                        yield Table(id="decision-table", cursor_type="row", zebra_stripes=True)
                         with VerticalScroll(classes="decision-detail"):
                             yield Markdown("", id="decision-detail")
                     with TabPane("Proposals", id="proposals"):
-                        yield DataTable(id="proposal-table", cursor_type="row", zebra_stripes=True)
+                        yield Table(id="proposal-table", cursor_type="row", zebra_stripes=True)
                         with VerticalScroll(classes="diff-scroll"):
                             yield Static("", id="diff")
                 yield BoxInput(

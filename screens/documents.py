@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Input, Label, Markdown, Static
 
 from screens.base import PaneModal
 from screens.text import locate_line
-from screens.widgets import ConfirmModal, cell, copy_text
+from screens.widgets import ConfirmModal, Table, cell, copy_text
 
 CODE_SUFFIXES = {
     ".py": "python", ".sh": "bash", ".yaml": "yaml", ".yml": "yaml", ".json": "json",
@@ -171,7 +171,7 @@ class DocumentsScreen(PaneModal):
                 yield Input(placeholder="doc type", id="docs-type", classes="compact")
                 yield Input(placeholder="source: adrs/ or *.py", id="docs-source",
                             classes="compact")  # fmt: skip
-            yield DataTable(id="docs-table", cursor_type="row", zebra_stripes=True)
+            yield Table(id="docs-table", cursor_type="row", zebra_stripes=True)
             yield Label(
                 "[b]Enter/o[/] open  [b]x[/] delete  [b]r[/] refresh  [b]Esc[/] close",
                 classes="modal-hint",

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Label, Markdown, TabbedContent, Ta
 from screens.base import PaneScreen
 from screens.forms import FormField, FormModal
 from screens.text import fenced, md_inline
-from screens.widgets import BoxInput, BoxTextArea, FitTable, cell, copy_text, theme_style
+from screens.widgets import BoxInput, BoxTextArea, FitTable, Table, cell, copy_text, theme_style
 
 HISTORY_LIMIT = 200
 HISTORY_COLUMNS = [
@@ -215,15 +215,15 @@ class TroubleshootingPane(PaneScreen):
                     )
                 with Horizontal(classes="pane-body split"):
                     with Vertical(classes="list-column"):
-                        yield DataTable(id="similar-table", cursor_type="row", zebra_stripes=True)
+                        yield Table(id="similar-table", cursor_type="row", zebra_stripes=True)
                         yield Label("", id="similar-info", classes="hint")
                     with VerticalScroll(classes="detail-column", can_focus=False):
                         yield Markdown("", id="similar-detail")
             with TabPane("Statistics", id="stats"):
                 yield Label("", id="stats-summary", classes="section-title")
-                yield DataTable(id="component-table", cursor_type="row", zebra_stripes=True)
+                yield Table(id="component-table", cursor_type="row", zebra_stripes=True)
                 yield Label("Top error signatures", classes="section-title")
-                yield DataTable(id="signature-table", cursor_type="row", zebra_stripes=True)
+                yield Table(id="signature-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         history = self.query_one("#history-table", FitTable)

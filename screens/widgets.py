@@ -260,7 +260,21 @@ class BoxTextArea(TextArea):
         leave_box(self)
 
 
-class FitTable(DataTable[Any]):
+class Table(DataTable[Any]):
+    """A DataTable whose lines are painted again once its columns are measured.
+
+    Textual (8.2) measures new rows when idle and caches painted lines under an update count
+    that the measuring does not bump: a line painted between a refill and that measurement
+    (on a busy host) kept its header-wide columns ("11-2 succes") until the cursor crossed it,
+    whenever the table's size came out unchanged (the same rows filled again)."""
+
+    def _update_dimensions(self, new_rows: Any) -> None:
+        super()._update_dimensions(new_rows)
+        self._update_count += 1  # every render cache keys on it
+        self.refresh()
+
+
+class FitTable(Table):
     """A DataTable that says when its width changes, so a pane can fit long cells to it.
 
     `refill` starts from fresh columns: a DataTable column only ever grows, so cells fitted to
@@ -268,6 +282,7 @@ class FitTable(DataTable[Any]):
 
     def refill(self, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]],
                keys: list[str] | None = None) -> None:  # fmt: skip
+        self.filled_width = self.size.width
         self.clear(columns=True)
         for label, key in columns:
             self.add_column(label, key=key)
@@ -280,6 +295,8 @@ class FitTable(DataTable[Any]):
             self.table = table
 
     _last_width = 0
+    filled_width = 0
+    """The width the rows were last fitted to (a refill follows each WidthChanged)."""
 
     def on_resize(self) -> None:
         if self.size.width != self._last_width:

@@ -74,6 +74,8 @@ def run(*steps: Steps) -> Callable[[Any], Awaitable[None]]:
     frame: no toasts (they time out), no blinking cursors."""
 
     async def run_before(pilot: Any) -> None:
+        from textual.widgets import DataTable
+
         await settle(pilot, rounds=200)
         for step in steps:
             await step(pilot)
@@ -85,10 +87,17 @@ def run(*steps: Steps) -> Callable[[Any], Awaitable[None]]:
             for widget in screen.query("*"):  # under a modal: paint each at its final place
                 if widget.show_vertical_scrollbar:
                     widget.vertical_scrollbar.refresh()
-        for widget in app.screen.query("Input, TextArea"):
+                if isinstance(widget, DataTable):  # a header painted before its columns
+                    widget.refresh()  # were measured is not repainted under a modal
+        for widget in app.screen.query("Input"):
             widget.cursor_blink = False
             widget._cursor_visible = widget.has_focus  # not left in the blink's off phase
             widget.refresh()
+        for area in app.screen.query("TextArea"):
+            # A TextArea with cursor_blink off can reuse a line cached in the blink's off
+            # phase (its line cache keys the cursor only while blinking): pause it instead.
+            area._pause_blink(visible=area.has_focus)
+            area.refresh()
         await pilot.pause()
 
     return run_before
@@ -96,20 +105,32 @@ def run(*steps: Steps) -> Callable[[Any], Awaitable[None]]:
 
 async def settled_layout(pilot: Any) -> None:
     """Tables size their columns and anchored views (the conversation) scroll to their end
-    when idle: wait for that, on the screens under a modal too."""
+    when idle, and fit tables refill at their laid-out width: wait for that, on the screens
+    under a modal too."""
+    from screens.widgets import FitTable
 
     def pending() -> bool:
         screens = pilot.app.screen_stack
         tables = [t for s in screens for t in s.query("DataTable")]
         anchored = [w for s in screens for w in s.query("VerticalScroll") if w.is_anchored]
-        return any(t._require_update_dimensions or t._new_rows for t in tables) or any(
-            w.scroll_y < w.max_scroll_y for w in anchored
+        unfitted = [
+            t for t in tables
+            if isinstance(t, FitTable) and t.row_count and t.filled_width != t.size.width
+        ]  # fmt: skip
+        nodes = [pilot.app, *(n for s in screens for n in (s, *s.walk_children()))]
+        return (
+            any(n.message_queue_size for n in nodes)  # e.g. a worker's result not yet shown
+            or any(t._require_update_dimensions or t._new_rows for t in tables)
+            or any(w.scroll_y < w.max_scroll_y for w in anchored)
+            or bool(unfitted)
         )
 
+    quiet = 0
     for _ in range(200):
         await pilot.pause()
         await pilot.wait_for_scheduled_animations()
-        if not pending():
+        quiet = 0 if pending() else quiet + 1
+        if quiet == 2:  # settled twice in a row: nothing was about to post more
             break
     await pilot.pause()
 
