@@ -192,18 +192,20 @@ async def vector_side_top10(wb: Workbench, vector: Any, runbooks: bool) -> list[
         cap = settings.exact_max_chunks
         few = filters.active and await filter_leaves_few(conn, sql, params, cap)
         ids = await vector_candidates(conn, vector, 40, filters, params, settings, exact=few)
-    return ids[:10]
+    return list(ids)[:10]
 
 
 class Reference:
-    """bm25s (method 'lucene', k1 1.2, b 0.75) over the store's own lexemes."""
+    """bm25s (method 'lucene', with the store's k1 and b) over the store's own lexemes."""
 
-    def __init__(self, ids: list[int], docs: list[list[str]]) -> None:
+    def __init__(
+        self, ids: list[int], docs: list[list[str]], k1: float = 1.2, b: float = 0.75
+    ) -> None:
         import bm25s
 
         self.ids = ids
         self.docs = docs
-        self.model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+        self.model = bm25s.BM25(method="lucene", k1=k1, b=b)
         self.model.index(docs, show_progress=False)
 
     @classmethod
@@ -214,7 +216,8 @@ class Reference:
         )
         docs = [[w for w, n in zip(r["terms"], r["tfs"], strict=True) for _ in range(n)]
                 for r in rows]  # fmt: skip
-        return cls([r["id"] for r in rows], docs)
+        params = await wb.db.fetchone("SELECT k1, b FROM rag_text_stats")  # the store's own
+        return cls([r["id"] for r in rows], docs, k1=params["k1"], b=params["b"])
 
     def overlap(self, terms: list[str], got: list[int], k: int = 10) -> float | None:
         """Share of the reference's top k found in `got`'s first k, counting ties at the k-th

@@ -27,6 +27,8 @@ class Bm25Settings:
     max_depth: int = 1024  # deepest read before settling (unfiltered) or scoring exactly
     k1: float = 0.9  # the store's rag_text_stats hold the values in force (apply_text_params)
     b: float = 0.4
+    proven: int = 0  # prove only the top this many of k (0: all k); the rest are the best
+    # of the chunks scored exactly (fusion candidates need not each be proved)
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,11 @@ class Bm25Hit:
 @dataclass(frozen=True)
 class Bm25Result:
     hits: list[Bm25Hit]
-    exact: bool  # proved the true top k (threshold met, or scored exhaustively)
+    exact: bool  # proved the true top `proven` (threshold met, or scored exhaustively)
     rounds: int
     path: str  # "threshold" | "exact" | "none"
     params: dict[str, Any] = field(default_factory=dict)  # term ids, idf, k1, b, avgdl used
+    proven: int = 0  # how many leading hits the proof covers (all when scored exhaustively)
 
 
 def query_terms_text(query: str) -> str:
@@ -93,7 +96,28 @@ def select_terms(tokens: Sequence[dict[str, Any]]) -> dict[int, int]:
 # The tf part of a posting's BM25 score with the snapshot's avgdl (times idf: its contribution).
 TF_PART = "p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / %(avgdl)s))"
 
-# Exhaustive: score every chunk that passes the filters (used when they leave few).
+# Exhaustive, from the filtered chunks: one primary-key probe per chunk and query term (cheaper
+# than the terms' posting lists when the filters leave fewer chunks than those lists hold).
+EXACT_BY_CHUNK_SQL = f"""
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
+f AS MATERIALIZED (
+    SELECT c.id, d.source_key, c.chunk_index
+    FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+    WHERE {{filters}} AND {{match}}
+)
+SELECT f.id AS chunk_id, sum(q.idf * {TF_PART}) AS score
+FROM f CROSS JOIN LATERAL (
+    SELECT term_id, tf, len FROM rag_postings
+    WHERE chunk_id = f.id AND term_id = ANY(%(ids)s::int[])
+    OFFSET 0  -- a fence: probes by chunk, never the terms' whole lists
+) p
+JOIN q ON q.term_id = p.term_id
+GROUP BY f.id, f.source_key, f.chunk_index
+ORDER BY score DESC, f.source_key, f.chunk_index
+LIMIT %(k)s
+"""
+
+# Exhaustive, from the query terms' posting lists (used when the filters leave few chunks).
 EXACT_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf))
 SELECT p.chunk_id, sum(q.idf * {TF_PART}) AS score
@@ -160,11 +184,15 @@ async def bm25_top(
     filter_sql: str = "TRUE",
     filter_params: dict[str, Any] | None = None,
     few_pass_filter: bool = False,
+    filtered_chunks: int | None = None,
     settings: Bm25Settings = Bm25Settings(),
 ) -> Bm25Result:
     """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
-    and d); `few_pass_filter`: the filter leaves few chunks, score them all. Run it inside one
-    transaction with a snapshot (REPEATABLE READ) for consistency."""
+    and d); `few_pass_filter`: the filter leaves few chunks (`filtered_chunks` of them, when
+    counted), score them all, from whichever side reads less. With
+    `settings.proven` below k only that many leading hits are proved (fewer rounds); the others
+    are the best of the chunks scored on the way, exact scores that a deeper read may outrank.
+    Run it inside one transaction with a snapshot (REPEATABLE READ) for consistency."""
     cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)}, prepare=True)
     terms = list(select_terms(await cur.fetchall()).items())
     cur = await conn.execute(STATS_SQL, prepare=True)
@@ -189,7 +217,10 @@ async def bm25_top(
 
     filtered = filter_sql.strip() != "TRUE"
     if few_pass_filter:
-        return await _exact(conn, params, filter_sql, match)
+        by_chunk = filtered_chunks is not None and filtered_chunks * len(terms) < sum(
+            df for _, df in terms
+        )
+        return await _exact(conn, params, filter_sql, match, by_chunk=by_chunk)
 
     # Impacts were stored with ref_avgdl; with another avgdl a tf part can grow by at most
     # avgdl / ref_avgdl (see the migration), so the threshold is scaled to stay a true bound.
@@ -201,7 +232,8 @@ async def bm25_top(
             f" WHERE {filter_sql} AND {match}"
         )
     sql = THRESHOLD_SQL.format(join=join)
-    rescore = max(4 * k, 64)
+    need = min(k, settings.proven) if settings.proven > 0 else k
+    rescore = max(4 * need, 2 * k, 64)  # chunks scored exactly per round
     depth, rounds = settings.depth, 0
     while True:
         rounds += 1
@@ -220,8 +252,9 @@ async def bm25_top(
         # read but not rescored (its partial score is at most the cutoff).
         ceiling = unseen + (cutoff if rescored >= rescore else 0.0)
         complete = unseen == 0.0 and rescored < rescore
-        if complete or (len(hits) == k and hits[-1].score >= ceiling):
-            return Bm25Result(hits, True, rounds, "threshold", params)
+        if complete or (len(hits) >= need and hits[need - 1].score >= ceiling):
+            proved = len(hits) if complete else need
+            return Bm25Result(hits, True, rounds, "threshold", params, proved)
         if depth >= settings.max_depth:
             if filtered or match != "TRUE":
                 return await _exact(conn, params, filter_sql, match, rounds)
@@ -249,12 +282,19 @@ async def apply_text_params(conn: Any, k1: float, b: float) -> bool:
 
 
 async def _exact(
-    conn: Any, params: dict[str, Any], filter_sql: str, match: str, rounds: int = 0
+    conn: Any,
+    params: dict[str, Any],
+    filter_sql: str,
+    match: str,
+    rounds: int = 0,
+    *,
+    by_chunk: bool = False,
 ) -> Bm25Result:
     """Score every chunk that passes the filters (used when they leave few)."""
-    cur = await conn.execute(EXACT_SQL.format(filters=filter_sql, match=match), params)
+    sql = EXACT_BY_CHUNK_SQL if by_chunk else EXACT_SQL
+    cur = await conn.execute(sql.format(filters=filter_sql, match=match), params)
     hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
-    return Bm25Result(hits, True, rounds + 1, "exact", params)
+    return Bm25Result(hits, True, rounds + 1, "exact", params, len(hits))
 
 
 # Exact scores of given chunks (one primary-key probe per chunk and query term).

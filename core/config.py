@@ -53,6 +53,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bm25_b": 0.4,  # BM25 length normalisation (0 none, 1 full)
         "bm25_depth": 64,  # postings read per query term in the first round
         "bm25_max_depth": 1024,  # deepest per-term read before settling or scoring exactly
+        "bm25_proven": 20,  # text candidates whose rank is proved (the rest: best scored so far)
         "filter_exact_max_chunks": 20_000,  # filters leaving at most this many: both sides exact
         # "Nothing relevant" (core.relevance): weak when the best of the top documents holds
         # less than this share of the question's rare-word (IDF) weight.
@@ -177,6 +178,7 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("rag", "fusion_text_share"): (0, 1),
     ("rag", "bm25_k1"): (0, 10),
     ("rag", "bm25_b"): (0, 1),
+    ("rag", "bm25_proven"): (0, 100_000),
     ("rag", "weak_min_coverage"): (0, 1),
     ("rag", "weak_top_documents"): (1, 100),
     ("llm", "timeout"): (0.1, 86_400),

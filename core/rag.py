@@ -770,6 +770,13 @@ class RagStore:
             cur = await conn.execute("SELECT rag_text_rebuild() AS n")
             return int((await cur.fetchone())["n"])
 
+    async def inline_vectors(self) -> int:
+        """Rewrite every stored vector so it sits inside its chunk's row (migration 0011 does it
+        at upgrade for stores of up to 20,000 chunks; larger ones run this once)."""
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("SELECT rag_vectors_inline() AS n")
+            return int((await cur.fetchone())["n"])
+
     async def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Re-embed every chunk with the configured model (after a model change), atomically."""
         rows = await self.db.fetchall(

@@ -1,24 +1,31 @@
 """Hybrid search over the RAG store: BM25 text side (core.bm25) + HNSW cosine side, fused.
 
-One search is one REPEATABLE READ transaction, so both sides and the rows returned come from the
-same snapshot while other processes ingest. The query is embedded in a thread while the text side
-runs. Filters are built once (`SearchFilters.sql`) and apply to both sides; fusion is `fuse()`,
-with its parameters in `FusionParams`.
+One search reads one REPEATABLE READ snapshot (shared by its two connections in hybrid mode), so
+both sides and the rows returned agree while other processes ingest. The query is embedded in a
+thread while the text side runs; the vector side starts as soon as the vector is ready. Filters
+are built once (`SearchFilters.sql`) and apply to both sides; fusion is `fuse()` or
+`fuse_scores()`, with its parameters in `FusionParams`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from core.bm25 import Bm25Settings, bm25_chunk_scores, bm25_top
+from psycopg import sql
+
+from core.bm25 import Bm25Result, Bm25Settings, bm25_chunk_scores, bm25_top
 from core.relevance import Relevance, RelevanceSettings, retrieval_relevance
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def glob_to_like(pattern: str) -> str:
@@ -159,6 +166,7 @@ def search_settings(config: Any) -> SearchSettings:
             max_depth=config.get("rag.bm25_max_depth"),
             k1=config.get("rag.bm25_k1"),
             b=config.get("rag.bm25_b"),
+            proven=config.get("rag.bm25_proven"),
         ),
         fusion=FusionParams(
             rrf_k=config.get("rag.rrf_k"),
@@ -194,7 +202,7 @@ WITH v AS MATERIALIZED (
     ORDER BY c.embedding <=> %(emb)s::vector
     LIMIT %(cand)s
 )
-SELECT id FROM v ORDER BY dist, id
+SELECT id, 1 - dist AS sim FROM v ORDER BY dist, id
 """
 
 ROWS_SQL = """
@@ -222,7 +230,11 @@ async def hybrid_search(
     timings: SearchTimings | None = None,
 ) -> tuple[list[dict[str, Any]], Relevance]:
     """Rows of the fused top `limit` (see ROWS_SQL for the columns), and the verdict on whether
-    they can answer the question (core.relevance), judged over all fused candidates."""
+    they can answer the question (core.relevance), judged over all fused candidates.
+
+    In hybrid mode the two sides run at once on two connections that share one snapshot
+    (pg_export_snapshot): the text side while the question is embedded, the vector side as
+    soon as its vector is ready; then each side scores the other's candidates."""
     timings = timings if timings is not None else SearchTimings()
     start = time.perf_counter()
     use_vec, use_txt = mode in ("hybrid", "vector"), mode in ("hybrid", "text")
@@ -240,16 +252,23 @@ async def hybrid_search(
 
     embedding = asyncio.create_task(embed())
     try:
-        async with db.connection() as conn:
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                few = filters.active and await filter_leaves_few(
-                    conn, filter_sql, filter_params, settings.exact_max_chunks
-                )
-                text_ids: list[int] = []
-                text_scores: dict[int, float] = {}
-                result = None
-                if use_txt:
+        async with db.connection() as conn, conn.transaction():
+            await conn.execute(READ_SNAPSHOT)
+            cap = settings.exact_max_chunks
+            count = (
+                await filtered_count(conn, filter_sql, filter_params, cap)
+                if filters.active
+                else None
+            )
+            few = count is not None and count <= cap
+            async with contextlib.AsyncExitStack() as stack:
+                vconn = conn
+                if use_vec and use_txt:
+                    vconn = await stack.enter_async_context(shared_snapshot(db, conn))
+
+                async def text_side() -> Bm25Result | None:
+                    if not use_txt:
+                        return None
                     t0 = time.perf_counter()
                     result = await bm25_top(
                         conn,
@@ -258,53 +277,78 @@ async def hybrid_search(
                         filter_sql=filter_sql,
                         filter_params=filter_params,
                         few_pass_filter=few,
+                        filtered_chunks=count,
                         settings=settings.bm25,
                     )
                     timings.text = (time.perf_counter() - t0) * 1000
                     timings.text_path, timings.text_exact = result.path, result.exact
-                    text_ids = [h.chunk_id for h in result.hits]
-                    text_scores = {h.chunk_id: h.score for h in result.hits}
-                vector = await embedding
-                vector_ids: list[int] = []
-                if use_vec:
+                    return result
+
+                async def vector_side() -> dict[int, float]:
+                    vector = await embedding
+                    if not use_vec:
+                        return {}
                     t0 = time.perf_counter()
-                    vector_ids = await vector_candidates(
-                        conn, vector, cand, filters, filter_params, settings, exact=few
+                    hits = await vector_candidates(
+                        vconn, vector, cand, filters, filter_params, settings, exact=few
                     )
                     timings.vector = (time.perf_counter() - t0) * 1000
+                    return hits
+
+                result, vector_hits = await both(text_side(), vector_side())
+                vector = await embedding
+                text_scores = {h.chunk_id: h.score for h in result.hits} if result else {}
                 t0 = time.perf_counter()
+                cosine: dict[int, float] | None = None
                 if settings.fusion.method == "score":
-                    ids = list(dict.fromkeys([*vector_ids, *text_ids]))
-                    cosine = await cosine_scores(conn, vector, ids)
+                    ids = list(dict.fromkeys([*vector_hits, *text_scores]))
+                    text_only = [c for c in ids if c not in vector_hits]
+                    more_cosine, all_text = await both(
+                        cosine_scores(vconn, vector, text_only),
+                        bm25_chunk_scores(conn, result, ids) if result else no_scores(),
+                    )
+                    cosine = {**vector_hits, **more_cosine}
+                    cosine = {c: cosine[c] for c in ids if c in cosine}
                     if result is not None:
-                        text_scores = await bm25_chunk_scores(conn, result, ids)
+                        text_scores = all_text
                     fused = fuse_scores(cosine, text_scores, settings.fusion.text_share)
                     if not use_txt:
                         fused = cosine
                     elif not use_vec:
                         fused = {c: text_scores[c] for c in ids}
                 else:
-                    fused = fuse(vector_ids, text_ids, settings.fusion)
+                    fused = fuse(list(vector_hits), list(text_scores), settings.fusion)
                 ids = list(fused)
-                cur = await conn.execute(
-                    ROWS_SQL,
-                    {
-                        "emb": vector,
-                        "ids": ids,
-                        "scores": [fused[i] for i in ids],
-                        "text": [text_scores.get(i, 0.0) for i in ids],
-                        "minsim": min_similarity,
-                        "limit": limit,
-                    },
-                )
-                rows = await cur.fetchall()
-                timings.fuse = (time.perf_counter() - t0) * 1000
-                t0 = time.perf_counter()
+                shown = ids
+                if cosine is not None:
+                    shown = rows_to_read(fused, cosine, limit, min_similarity)
+                params = {
+                    "emb": vector,
+                    "ids": shown,
+                    "scores": [fused[i] for i in shown],
+                    "text": [text_scores.get(i, 0.0) for i in shown],
+                    "minsim": min_similarity,
+                    "limit": limit,
+                }
                 ranked = sorted(ids, key=lambda c: -fused[c])  # stable: ties keep side order
-                relevance = await retrieval_relevance(
-                    conn, query, ranked if rows else [], settings.relevance
-                )
-                timings.relevance = (time.perf_counter() - t0) * 1000
+
+                async def shown_rows() -> list[dict[str, Any]]:
+                    rows = await (await vconn.execute(ROWS_SQL, params)).fetchall()
+                    timings.fuse = (time.perf_counter() - t0) * 1000
+                    return rows
+
+                async def verdict(judged: list[int]) -> Relevance:
+                    started = time.perf_counter()
+                    relevance = await retrieval_relevance(conn, query, judged, settings.relevance)
+                    timings.relevance = (time.perf_counter() - started) * 1000
+                    return relevance
+
+                # Judged over every candidate, when any can be shown (none: nothing to judge).
+                if cosine is None:  # rrf: whether any passes min_similarity is known from SQL
+                    rows = await shown_rows()
+                    relevance = await verdict(ranked if rows else [])
+                else:  # the rows and the verdict at once, one on each connection
+                    rows, relevance = await both(shown_rows(), verdict(ranked if shown else []))
     finally:
         if not embedding.done():
             embedding.cancel()
@@ -312,8 +356,55 @@ async def hybrid_search(
     return rows, relevance
 
 
+READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
+async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Await two things at once; when one fails the other is cancelled and the failure is
+    raised as itself (not wrapped in an ExceptionGroup, so callers' handlers still match)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            one, two = group.create_task(first), group.create_task(second)  # type: ignore[arg-type]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return one.result(), two.result()
+
+
+async def no_scores() -> dict[int, float]:
+    return {}
+
+
+@contextlib.asynccontextmanager
+async def shared_snapshot(db: Any, conn: Any) -> AsyncIterator[Any]:
+    """A second pooled connection in a read-only transaction that sees exactly what `conn`'s
+    transaction sees (its snapshot, exported), for the duration of the block."""
+    cur = await conn.execute("SELECT pg_export_snapshot() AS id")
+    snapshot = (await cur.fetchone())["id"]
+    async with db.connection() as other, other.transaction():
+        await other.execute(READ_SNAPSHOT)
+        await other.execute(
+            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+        )  # a utility statement takes no bind parameters: quoted by psycopg
+        yield other
+
+
+def rows_to_read(
+    fused: dict[int, float], cosine: dict[int, float], limit: int, min_similarity: float | None
+) -> list[int]:
+    """The candidates ROWS_SQL can return: those passing min_similarity whose (fused score,
+    similarity) reaches the limit-th best, ties included (ROWS_SQL breaks them by source)."""
+    passing = [c for c in fused if min_similarity is None or cosine.get(c, -2.0) >= min_similarity]
+    if len(passing) <= limit:
+        return passing
+    keys = sorted(((fused[c], cosine.get(c, -2.0)) for c in passing), reverse=True)
+    cut = keys[limit - 1]
+    return [c for c in passing if (fused[c], cosine.get(c, -2.0)) >= cut]
+
+
 async def cosine_scores(conn: Any, vector: Any, ids: Sequence[int]) -> dict[int, float]:
     """Cosine similarity of the question to each candidate chunk."""
+    if not ids:
+        return {}
     cur = await conn.execute(
         "SELECT id, 1 - (embedding <=> %(emb)s::vector) AS sim FROM rag_chunks"
         " WHERE id = ANY(%(ids)s::bigint[])",
@@ -323,14 +414,19 @@ async def cosine_scores(conn: Any, vector: Any, ids: Sequence[int]) -> dict[int,
     return {c: sims[c] for c in ids if c in sims}
 
 
-async def filter_leaves_few(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> bool:
-    """Whether the filters leave at most `cap` chunks (counted up to cap + 1, by index)."""
+async def filtered_count(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> int:
+    """How many chunks pass the filters, counted up to cap + 1 (by index)."""
     cur = await conn.execute(
         "SELECT count(*) AS n FROM (SELECT 1 FROM rag_chunks c JOIN rag_documents d"
         f" ON d.id = c.document_id WHERE {filter_sql} LIMIT %(f_cap)s) s",
         {**params, "f_cap": cap + 1},
     )
-    return (await cur.fetchone())["n"] <= cap
+    return int((await cur.fetchone())["n"])
+
+
+async def filter_leaves_few(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> bool:
+    """Whether the filters leave at most `cap` chunks."""
+    return await filtered_count(conn, filter_sql, params, cap) <= cap
 
 
 # A filter that leaves few chunks: rank them all exactly (recall 1, cost bounded by the cap).
@@ -339,7 +435,8 @@ WITH f AS MATERIALIZED (
     SELECT c.id, c.embedding FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
     WHERE {filters}
 )
-SELECT id FROM f ORDER BY embedding <=> %(emb)s::vector, id LIMIT %(cand)s
+SELECT id, 1 - (embedding <=> %(emb)s::vector) AS sim FROM f
+ORDER BY embedding <=> %(emb)s::vector, id LIMIT %(cand)s
 """
 
 
@@ -352,12 +449,14 @@ async def vector_candidates(
     settings: SearchSettings,
     *,
     exact: bool = False,
-) -> list[int]:
+) -> dict[int, float]:
+    """The `cand` chunks nearest the question (HNSW, or exact when `exact`), best first, with
+    their cosine similarity."""
     filter_sql = filters.sql()[0]
     params = {**filter_params, "emb": vector, "cand": cand}
     if exact:
         cur = await conn.execute(EXACT_VECTOR_SQL.format(filters=filter_sql), params)
-        return [r["id"] for r in await cur.fetchall()]
+        return {r["id"]: float(r["sim"]) for r in await cur.fetchall()}
     await conn.execute(f"SET LOCAL hnsw.ef_search = {max(settings.ef_search, cand):d}")
     join = ""
     if filters.active:
@@ -366,4 +465,4 @@ async def vector_candidates(
         await conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {settings.max_scan_tuples:d}")
         join = "JOIN rag_documents d ON d.id = c.document_id"
     cur = await conn.execute(VECTOR_SQL.format(join=join, filters=filter_sql), params)
-    return [r["id"] for r in await cur.fetchall()]
+    return {r["id"]: float(r["sim"]) for r in await cur.fetchall()}

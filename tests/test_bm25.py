@@ -166,6 +166,36 @@ async def test_index_top_k_equals_exhaustive_bm25(fresh_wb: Any) -> None:
                 assert hit.score == pytest.approx(want[hit.chunk_id], rel=1e-9)
 
 
+async def test_proving_fewer_than_k_keeps_those_exact_and_the_rest_scored_exactly(
+    fresh_wb: Any,
+) -> None:
+    """Fusion candidates beyond the proved top are the best chunks scored on the way: exact
+    scores, in order, possibly not the true k-th best."""
+    rag = fresh_wb.rag
+    if not (await fresh_wb.db.fetchone("SELECT count(*) AS n FROM rag_chunks"))["n"]:
+        await rag.ingest_paths(sorted(CORPUS.rglob("*.md"))[:12], doc_type="guide")
+    query = "how do I configure the MCP server for the AI assistant"
+    shallow = Bm25Settings(depth=2, max_depth=1 << 20)
+    async with fresh_wb.db.connection() as conn, conn.transaction():
+        full = await bm25_top(conn, query, k=40, settings=shallow)
+        part = await bm25_top(
+            conn, query, k=40, settings=Bm25Settings(depth=2, max_depth=1 << 20, proven=3)
+        )
+        terms = [r["l"] for r in await (await conn.execute(
+            "SELECT unnest(tsvector_to_array(to_tsvector('english', %s))) AS l", (query,)
+        )).fetchall()]  # fmt: skip
+        want = await exhaustive_bm25(conn, terms)
+    assert full.exact and full.proven == 40
+    assert part.exact and part.proven == 3
+    assert part.rounds <= full.rounds
+    best = sorted(want.values(), reverse=True)
+    assert [h.score for h in part.hits[:3]] == pytest.approx(best[:3], rel=1e-9)
+    assert len(part.hits) == 40
+    for hit in part.hits:
+        assert hit.score == pytest.approx(want[hit.chunk_id], rel=1e-9)
+    assert [h.score for h in part.hits] == sorted((h.score for h in part.hits), reverse=True)
+
+
 @requires_shared
 async def test_configured_k1_and_b_reorder_the_index_and_stay_exact(fresh_wb: Any) -> None:
     from core.engine import Workbench
@@ -229,6 +259,23 @@ async def test_filters_apply_to_the_text_side_and_still_return_k(fresh_wb: Any) 
         assert negated and all(h.doc_type == "guide" for h in negated)
         phrase = await rag.search('"with certmonger"', mode="text", limit=50)
         assert {h.source_key for h in phrase} == {f"runbook:{i}" for i in range(5)}
+
+    # The exhaustive scoring of a filter that leaves few chunks reads from the terms' lists or
+    # probes chunk by chunk (whichever reads less): both give the same scores in the same order.
+    from core.search import SearchFilters
+
+    for filters in (SearchFilters(doc_types=("runbook",)), SearchFilters(source="guide:0*")):
+        sql, params = filters.sql()
+        got = []
+        for count in (None, 1):  # unknown count: term lists; 1 chunk: probes
+            async with fresh_wb.db.connection() as conn, conn.transaction():
+                result = await bm25_top(
+                    conn, "renew the certificate", k=20, filter_sql=sql, filter_params=params,
+                    few_pass_filter=True, filtered_chunks=count,
+                )  # fmt: skip
+            assert result.path == "exact" and result.hits
+            got.append([(h.chunk_id, round(h.score, 9)) for h in result.hits])
+        assert got[0] == got[1]
 
 
 async def test_search_is_consistent_while_another_process_ingests(
