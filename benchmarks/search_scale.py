@@ -122,7 +122,7 @@ async def build_store(wb: Workbench, n: int, kind: str) -> None:
         await conn.execute("ALTER TABLE rag_chunks ENABLE TRIGGER rag_chunks_text_insert")
     print(f"COPY {n} chunks: {time.perf_counter() - t0:.0f} s", flush=True)
     async with wb.db.connection() as conn:
-        await conn.execute("SET maintenance_work_mem = '2GB'")
+        await conn.execute("SET maintenance_work_mem = '6GB'")  # the 1M HNSW graph in memory
         t0 = time.perf_counter()
         await conn.execute("ALTER TABLE rag_postings DROP CONSTRAINT rag_postings_pkey")
         await conn.execute("DROP INDEX rag_postings_impact_idx")

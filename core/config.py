@@ -43,7 +43,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "chunk_tokens": 256,
         "chunk_overlap_tokens": 32,
         # Search (core.search / core.bm25); see docs/architecture.md "Search".
-        "search_candidates": 100,  # per side before fusion (rrf: at least 4 x the limit)
+        "search_candidates": 50,  # per side before fusion (rrf: at least 4 x the limit)
         "fusion": "score",  # score (scaled BM25 and cosine, weighted) | rrf (reciprocal rank)
         "rrf_k": 60,  # reciprocal rank fusion constant
         "fusion_text_share": 0.7,  # score fusion: BM25's share (the rest is cosine)

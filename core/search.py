@@ -145,7 +145,7 @@ def fuse_scores(
 
 @dataclass(frozen=True)
 class SearchSettings:
-    candidates: int = 100  # per side, at least; rrf: 4 x limit when larger
+    candidates: int = 50  # per side, at least; rrf: 4 x limit when larger
     ef_search: int = 100  # hnsw.ef_search (raised to the candidate count when lower)
     max_scan_tuples: int = 200_000  # iterative index scans under a filter stop after this many
     exact_max_chunks: int = 20_000  # a filter leaving at most this many chunks: both sides exact
