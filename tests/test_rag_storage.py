@@ -3,13 +3,14 @@ costs the row's page, not extra TOAST pages per chunk."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
 
-from tests.conftest import create_database, make_config
+from tests.conftest import QWB, REPO, cli_env, create_database, make_config
 
 # Chunks of long prose: each row holds ~1 kB of text besides its 1.5 kB vector (> 2 kB: TOAST).
 LONG_DOC = "# Runbook\n\n" + "\n\n".join(
@@ -23,7 +24,9 @@ LONG_DOC = "# Runbook\n\n" + "\n\n".join(
 async def store(pg_server: Any, embedder: Any) -> AsyncIterator[Any]:
     from core.engine import Workbench
 
-    wb = await Workbench.open(make_config(database__url=create_database(pg_server, "inline")))
+    url = create_database(pg_server, "inline")
+    wb = await Workbench.open(make_config(database__url=url))
+    wb.test_url = url
     yield wb
     await wb.close()
 
@@ -67,3 +70,22 @@ async def test_inline_vectors_rewrites_rows_stored_out_of_line(store: Any) -> No
     assert await pages_per_chunk(store) < 1.0
     after = await store.db.fetchall("SELECT id, embedding::text AS v FROM rag_chunks ORDER BY id")
     assert after == vectors  # the same values, only stored differently
+
+
+async def qwb(url: str, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *QWB, *args, cwd=REPO, env=cli_env(url),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_reindex_inline_vectors_rewrites_and_says_how_many(store: Any) -> None:
+    await store.rag.ingest_text(LONG_DOC, source_key="long-runbook")
+    chunks = (await store.db.fetchone("SELECT count(*) AS n FROM rag_chunks"))["n"]
+    code, out, err = await qwb(store.test_url, "reindex", "--inline-vectors", "--yes")
+    assert code == 0, err
+    assert out.strip() == f"rewrote {chunks} vectors into their rows"
+    code, out, err = await qwb(store.test_url, "reindex", "--text", "--inline-vectors", "--yes")
+    assert code == 2 and "run one at a time" in err
