@@ -214,6 +214,22 @@ class Database:
             await pool.putconn(conn)
 
     @asynccontextmanager
+    async def spare_connection(self, wait: float = 0.05) -> AsyncIterator[Any | None]:
+        """A further connection for work done beside one already held, if the pool has one
+        within `wait` seconds; else None and the caller goes on with the one it holds (waiting
+        for a second while holding the first could deadlock a pool that others fill)."""
+        from psycopg_pool import PoolClosed, PoolTimeout
+
+        pool, conn = self._pool, None
+        with contextlib.suppress(PoolTimeout, PoolClosed):
+            conn = await pool.getconn(timeout=wait)
+        try:
+            yield conn
+        finally:
+            if conn is not None:
+                await pool.putconn(conn)
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         async with self.connection() as conn, conn.transaction():
             yield conn

@@ -375,17 +375,22 @@ async def no_scores() -> dict[int, float]:
 
 
 @contextlib.asynccontextmanager
-async def shared_snapshot(db: Any, conn: Any) -> AsyncIterator[Any]:
+async def shared_snapshot(db: Any, conn: Any, wait: float = 0.05) -> AsyncIterator[Any]:
     """A second pooled connection in a read-only transaction that sees exactly what `conn`'s
-    transaction sees (its snapshot, exported), for the duration of the block."""
-    cur = await conn.execute("SELECT pg_export_snapshot() AS id")
-    snapshot = (await cur.fetchone())["id"]
-    async with db.connection() as other, other.transaction():
-        await other.execute(READ_SNAPSHOT)
-        await other.execute(
-            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
-        )  # a utility statement takes no bind parameters: quoted by psycopg
-        yield other
+    transaction sees (its snapshot, exported), for the duration of the block; `conn` itself
+    when the pool has none free within `wait` seconds (the sides then take turns)."""
+    async with db.spare_connection(wait) as other:
+        if other is None:
+            yield conn
+            return
+        cur = await conn.execute("SELECT pg_export_snapshot() AS id")
+        snapshot = (await cur.fetchone())["id"]
+        async with other.transaction():
+            await other.execute(READ_SNAPSHOT)
+            await other.execute(
+                sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+            )  # a utility statement takes no bind parameters: quoted by psycopg
+            yield other
 
 
 def rows_to_read(

@@ -22,9 +22,33 @@ async def test_the_second_connection_sees_the_first_ones_snapshot(workbench: Any
         # Another session commits a document after this snapshot was taken.
         await workbench.rag.ingest_text("# Later\n\nCommitted meanwhile.\n", source_key=key)
         assert (await db.fetchone(count))["n"] == before + 1  # a fresh snapshot sees it
-        async with shared_snapshot(db, conn) as other:
+        async with shared_snapshot(db, conn, wait=30) as other:
+            assert other is not conn
             seen = (await (await other.execute(count)).fetchone())["n"]
         assert seen == before  # the exported snapshot does not
+
+
+async def test_a_search_on_a_full_pool_runs_both_sides_on_its_one_connection(
+    pg_server: Any, embedder: Any
+) -> None:
+    """Holding one connection while waiting for a second could deadlock a full pool: with no
+    spare connection the search takes turns on the one it holds."""
+    from core.engine import Workbench
+    from tests.conftest import create_database, make_config
+
+    url = create_database(pg_server, "onepool")
+    wb = await Workbench.open(
+        make_config(database__url=url, database__pool_min=1, database__pool_max=1)
+    )
+    try:
+        await wb.rag.ingest_text("# DNS\n\nThe replica cannot resolve idm.\n", source_key="dns")
+        hits = await wb.rag.search("replica cannot resolve", limit=3)
+        assert [h.source_key for h in hits] == ["dns"]
+        async with wb.db.connection() as conn, conn.transaction():
+            async with shared_snapshot(wb.db, conn) as other:
+                assert other is conn
+    finally:
+        await wb.close()
 
 
 async def test_a_failing_side_raises_its_own_exception_and_cancels_the_other() -> None:
