@@ -261,10 +261,9 @@ async def hybrid_search(
                 else None
             )
             few = count is not None and count <= cap
-            async with contextlib.AsyncExitStack() as stack:
-                vconn = conn
-                if use_vec and use_txt:
-                    vconn = await stack.enter_async_context(shared_snapshot(db, conn))
+            both_sides = use_vec and use_txt
+            beside = shared_snapshot(db, conn) if both_sides else contextlib.nullcontext(conn)
+            async with beside as vconn:
 
                 async def text_side() -> Bm25Result | None:
                     if not use_txt:
