@@ -133,7 +133,7 @@ def render_hits(hits: list[Any]) -> None:
 @click.option("--min-similarity", type=click.FloatRange(-1, 1), default=None,
               help="Drop hits whose cosine similarity is below this.")  # fmt: skip
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "text"]), default="hybrid",
-              show_default=True, help="Hybrid (vector + text, RRF) or one side.")  # fmt: skip
+              show_default=True, help="Hybrid (vector + text, fused) or one side.")  # fmt: skip
 @json_option
 def search_cmd(
     query: str,
