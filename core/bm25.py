@@ -42,7 +42,7 @@ class Bm25Result:
     hits: list[Bm25Hit]
     exact: bool  # proved the true top `proven` (threshold met, or scored exhaustively)
     rounds: int
-    path: str  # "threshold" | "exact" | "none"
+    path: str  # "threshold" | "exact (probe|lists|join)" | "none"
     params: dict[str, Any] = field(default_factory=dict)  # term ids, idf, k1, b, avgdl used
     proven: int = 0  # how many leading hits the proof covers (all when scored exhaustively)
 
@@ -96,28 +96,58 @@ def select_terms(tokens: Sequence[dict[str, Any]]) -> dict[int, int]:
 # The tf part of a posting's BM25 score with the snapshot's avgdl (times idf: its contribution).
 TF_PART = "p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / %(avgdl)s))"
 
-# Exhaustive, from the filtered chunks: one primary-key probe per chunk and query term (cheaper
-# than the terms' posting lists when the filters leave fewer chunks than those lists hold).
+# Exhaustive scoring of the chunks a filter leaves. `f` lists them (ids only: an index-only scan
+# by document); the score of each comes from one primary-key probe per chunk and query term
+# (EXACT_BY_CHUNK_SQL), or from the terms' whole posting lists hash-joined with `f`
+# (EXACT_LISTS_SQL). Only the best k, ties included, go to the chunk and document tables for
+# the order of equal scores.
+FILTERED_CHUNKS = """f AS MATERIALIZED (
+    SELECT c.id FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+    WHERE {filters} AND {match}
+)"""
+BEST_K_IN_ORDER = """top AS (
+    SELECT s.chunk_id, s.score FROM scored s ORDER BY s.score DESC
+    FETCH FIRST %(k)s ROWS WITH TIES
+)
+SELECT top.chunk_id, top.score
+FROM top JOIN rag_chunks c ON c.id = top.chunk_id JOIN rag_documents d ON d.id = c.document_id
+ORDER BY top.score DESC, d.source_key, c.chunk_index
+LIMIT %(k)s"""
 EXACT_BY_CHUNK_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
-f AS MATERIALIZED (
-    SELECT c.id, d.source_key, c.chunk_index
-    FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
-    WHERE {{filters}} AND {{match}}
-)
-SELECT f.id AS chunk_id, sum(q.idf * {TF_PART}) AS score
-FROM f CROSS JOIN LATERAL (
-    SELECT term_id, tf, len FROM rag_postings
-    WHERE chunk_id = f.id AND term_id = ANY(%(ids)s::int[])
-    OFFSET 0  -- a fence: probes by chunk, never the terms' whole lists
-) p
-JOIN q ON q.term_id = p.term_id
-GROUP BY f.id, f.source_key, f.chunk_index
-ORDER BY score DESC, f.source_key, f.chunk_index
-LIMIT %(k)s
+{FILTERED_CHUNKS},
+scored AS (
+    SELECT f.id AS chunk_id, sum(q.idf * {TF_PART}) AS score
+    FROM f CROSS JOIN LATERAL (
+        SELECT term_id, tf, len FROM rag_postings
+        WHERE chunk_id = f.id AND term_id = ANY(%(ids)s::int[])
+        OFFSET 0  -- a fence: probes by chunk, never the terms' whole lists
+    ) p
+    JOIN q ON q.term_id = p.term_id
+    GROUP BY f.id
+),
+{BEST_K_IN_ORDER}
 """
 
-# Exhaustive, from the query terms' posting lists (used when the filters leave few chunks).
+EXACT_LISTS_SQL = f"""
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
+{FILTERED_CHUNKS},
+lists AS MATERIALIZED (
+    SELECT q.term_id, q.idf, p.chunk_id, p.tf, p.len
+    FROM q CROSS JOIN LATERAL (
+        SELECT chunk_id, tf, len FROM rag_postings WHERE term_id = q.term_id
+    ) p
+),
+scored AS (
+    SELECT p.chunk_id, sum(p.idf * {TF_PART}) AS score
+    FROM lists p JOIN f ON f.id = p.chunk_id
+    GROUP BY p.chunk_id
+),
+{BEST_K_IN_ORDER}
+"""
+
+# Exhaustive, from the query terms' posting lists, each posting joined to its chunk and document
+# for the filters (used when how many chunks the filters leave is not known).
 EXACT_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf))
 SELECT p.chunk_id, sum(q.idf * {TF_PART}) AS score
@@ -217,10 +247,8 @@ async def bm25_top(
 
     filtered = filter_sql.strip() != "TRUE"
     if few_pass_filter:
-        by_chunk = filtered_chunks is not None and filtered_chunks * len(terms) < sum(
-            df for _, df in terms
-        )
-        return await _exact(conn, params, filter_sql, match, by_chunk=by_chunk)
+        path = exact_path(filtered_chunks, len(terms), sum(df for _, df in terms))
+        return await _exact(conn, params, filter_sql, match, path=path)
 
     # Impacts were stored with ref_avgdl; with another avgdl a tf part can grow by at most
     # avgdl / ref_avgdl (see the migration), so the threshold is scaled to stay a true bound.
@@ -281,6 +309,23 @@ async def apply_text_params(conn: Any, k1: float, b: float) -> bool:
     return True
 
 
+# A primary-key probe costs about as much as reading this many postings in list order and
+# hash-joining them. Measured with a 1 % filter (benchmarks/search_scale.py): at 1M chunks
+# (10k filtered, 2–5 terms, 30k–85k postings) probing took 71 / 93 ms p50 / p95 against 81 /
+# 241 for the lists; at 100k (1k filtered) 8.6 / 14 against 11 / 26.
+PROBE_COST = 1
+EXACT_SQLS = {"probe": EXACT_BY_CHUNK_SQL, "lists": EXACT_LISTS_SQL, "join": EXACT_SQL}
+
+
+def exact_path(filtered_chunks: int | None, terms: int, postings: int) -> str:
+    """How to score every chunk a filter leaves: `probe` each of them for each term when that
+    costs less than reading the terms' `postings`, else hash-join the `lists`; `join` each
+    posting to its chunk when how many chunks pass is not known."""
+    if filtered_chunks is None:
+        return "join"
+    return "probe" if filtered_chunks * terms * PROBE_COST < postings else "lists"
+
+
 async def _exact(
     conn: Any,
     params: dict[str, Any],
@@ -288,23 +333,28 @@ async def _exact(
     match: str,
     rounds: int = 0,
     *,
-    by_chunk: bool = False,
+    path: str = "join",
 ) -> Bm25Result:
     """Score every chunk that passes the filters (used when they leave few)."""
-    sql = EXACT_BY_CHUNK_SQL if by_chunk else EXACT_SQL
+    sql = EXACT_SQLS[path]
     cur = await conn.execute(sql.format(filters=filter_sql, match=match), params)
     hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
-    return Bm25Result(hits, True, rounds + 1, "exact", params, len(hits))
+    return Bm25Result(hits, True, rounds + 1, f"exact ({path})", params, len(hits))
 
 
-# Exact scores of given chunks (one primary-key probe per chunk and query term).
+# Exact scores of given chunks (one primary-key probe per chunk and query term). Without the
+# fence the planner, expecting a few postings per term, read the terms' whole lists instead:
+# 85k postings and 20–50 ms for 40 chunks at 1M chunks.
 CHUNKS_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf))
-SELECT p.chunk_id, sum(q.idf * {TF_PART}) AS score
-FROM unnest(%(chunks)s::bigint[]) AS x(chunk_id)
-JOIN rag_postings p ON p.chunk_id = x.chunk_id AND p.term_id = ANY(%(ids)s::int[])
+SELECT x.chunk_id, sum(q.idf * {TF_PART}) AS score
+FROM unnest(%(chunks)s::bigint[]) AS x(chunk_id) CROSS JOIN LATERAL (
+    SELECT term_id, tf, len FROM rag_postings
+    WHERE chunk_id = x.chunk_id AND term_id = ANY(%(ids)s::int[])
+    OFFSET 0  -- a fence: probes by chunk, never the terms' whole lists
+) p
 JOIN q ON q.term_id = p.term_id
-GROUP BY p.chunk_id
+GROUP BY x.chunk_id
 """
 
 

@@ -434,13 +434,15 @@ async def filter_leaves_few(conn: Any, filter_sql: str, params: dict[str, Any], 
 
 
 # A filter that leaves few chunks: rank them all exactly (recall 1, cost bounded by the cap).
+# The fence keeps the HNSW index out; it holds distances, not vectors: 20k vectors would
+# overflow work_mem into a temporary file (15 MB written for 10k chunks).
 EXACT_VECTOR_SQL = """
 WITH f AS MATERIALIZED (
-    SELECT c.id, c.embedding FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
+    SELECT c.id, c.embedding <=> %(emb)s::vector AS dist
+    FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id
     WHERE {filters}
 )
-SELECT id, 1 - (embedding <=> %(emb)s::vector) AS sim FROM f
-ORDER BY embedding <=> %(emb)s::vector, id LIMIT %(cand)s
+SELECT id, 1 - dist AS sim FROM f ORDER BY dist, id LIMIT %(cand)s
 """
 
 

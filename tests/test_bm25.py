@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from core.bm25 import Bm25Settings, bm25_top
+from core.bm25 import Bm25Settings, bm25_chunk_scores, bm25_top
 from tests.conftest import QWB, REPO, cli_env, create_database, make_config, requires_shared
 
 # The fixture's k1/b for processes started against its database (they would re-order the index
@@ -159,7 +159,15 @@ async def test_index_top_k_equals_exhaustive_bm25(fresh_wb: Any) -> None:
                     "SELECT unnest(tsvector_to_array(to_tsvector('english', %s))) AS l", (q,)
                 )).fetchall()]  # fmt: skip
                 want = await exhaustive_bm25(conn, terms)
+                # The vector side's candidates are scored one by one, with the same statistics.
+                chunk_ids = [r["id"] for r in await (await conn.execute(
+                    "SELECT id FROM rag_chunks ORDER BY id"
+                )).fetchall()]  # fmt: skip
+                some = chunk_ids[::3]
+                scored = await bm25_chunk_scores(conn, result, some)
             assert result.exact
+            assert any(want.get(c, 0.0) == 0.0 for c in some) and any(c in want for c in some)
+            assert scored == pytest.approx({c: want.get(c, 0.0) for c in some}, rel=1e-9)
             best = sorted(want.values(), reverse=True)[:10]
             assert [h.score for h in result.hits] == pytest.approx(best, rel=1e-9)
             for hit in result.hits:
@@ -260,22 +268,23 @@ async def test_filters_apply_to_the_text_side_and_still_return_k(fresh_wb: Any) 
         phrase = await rag.search('"with certmonger"', mode="text", limit=50)
         assert {h.source_key for h in phrase} == {f"runbook:{i}" for i in range(5)}
 
-    # The exhaustive scoring of a filter that leaves few chunks reads from the terms' lists or
-    # probes chunk by chunk (whichever reads less): both give the same scores in the same order.
+    # The exhaustive scoring of a filter that leaves few chunks joins each of the terms'
+    # postings to its chunk (count unknown), probes chunk by chunk (few chunks) or hash-joins
+    # the filtered chunks with the terms' lists: all give the same scores in the same order.
     from core.search import SearchFilters
 
     for filters in (SearchFilters(doc_types=("runbook",)), SearchFilters(source="guide:0*")):
         sql, params = filters.sql()
-        got = []
-        for count in (None, 1):  # unknown count: term lists; 1 chunk: probes
+        got = {}
+        for count, path in ((None, "join"), (0, "probe"), (10_000, "lists")):
             async with fresh_wb.db.connection() as conn, conn.transaction():
                 result = await bm25_top(
                     conn, "renew the certificate", k=20, filter_sql=sql, filter_params=params,
                     few_pass_filter=True, filtered_chunks=count,
                 )  # fmt: skip
-            assert result.path == "exact" and result.hits
-            got.append([(h.chunk_id, round(h.score, 9)) for h in result.hits])
-        assert got[0] == got[1]
+            assert result.path == f"exact ({path})" and result.hits
+            got[path] = [(h.chunk_id, round(h.score, 9)) for h in result.hits]
+        assert got["join"] == got["probe"] == got["lists"]
 
 
 async def test_search_is_consistent_while_another_process_ingests(
