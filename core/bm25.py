@@ -23,7 +23,7 @@ _NEGATED_RE = re.compile(r'(^|\s)-("[^"]*"?|\S+)')
 
 @dataclass(frozen=True)
 class Bm25Settings:
-    depth: int = 64  # postings read per query term in the first round
+    depth: int = 1024  # postings read per query term in the first round (one round by default)
     max_depth: int = 1024  # deepest read before settling (unfiltered) or scoring exactly
     k1: float = 0.9  # the store's rag_text_stats hold the values in force (apply_text_params)
     b: float = 0.4

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "hnsw_max_scan_tuples": 200_000,  # iterative scan budget under a filter
         "bm25_k1": 0.9,  # BM25 term-frequency saturation (the store re-orders its index on change)
         "bm25_b": 0.4,  # BM25 length normalisation (0 none, 1 full)
-        "bm25_depth": 64,  # postings read per query term in the first round
+        "bm25_depth": 1024,  # postings read per query term in the first round
         "bm25_max_depth": 1024,  # deepest per-term read before settling or scoring exactly
         "bm25_proven": 20,  # text candidates whose rank is proved (the rest: best scored so far)
         "filter_exact_max_chunks": 20_000,  # filters leaving at most this many: both sides exact
