@@ -355,7 +355,13 @@ async def hybrid_search(
     return rows, relevance
 
 
-READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+# One snapshot for every read of a search; no parallel workers: the two sides already keep both
+# cores of a small host busy, and a worker's start-up plus a parallel plan's full scan of the
+# documents doubled a filtered exact scan at 1M chunks (25–37 ms against 17–23 without).
+READ_SNAPSHOT = (
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+    " SET LOCAL max_parallel_workers_per_gather = 0"
+)
 
 
 async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:

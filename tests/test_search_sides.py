@@ -9,15 +9,16 @@ from typing import Any
 
 import pytest
 
-from core.search import both, rows_to_read, shared_snapshot
+from core.search import READ_SNAPSHOT, both, rows_to_read, shared_snapshot
 
 
 async def test_the_second_connection_sees_the_first_ones_snapshot(workbench: Any) -> None:
     db = workbench.db
     key = f"snap-{uuid.uuid4()}"
     count = "SELECT count(*) AS n FROM rag_documents WHERE source_key LIKE 'snap-%%'"
+    workers = "SHOW max_parallel_workers_per_gather"
     async with db.connection() as conn, conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await conn.execute(READ_SNAPSHOT)
         before = (await (await conn.execute(count)).fetchone())["n"]
         # Another session commits a document after this snapshot was taken.
         await workbench.rag.ingest_text("# Later\n\nCommitted meanwhile.\n", source_key=key)
@@ -25,7 +26,11 @@ async def test_the_second_connection_sees_the_first_ones_snapshot(workbench: Any
         async with shared_snapshot(db, conn, wait=30) as other:
             assert other is not conn
             seen = (await (await other.execute(count)).fetchone())["n"]
+            # both sides plan without parallel workers, for this transaction only
+            assert (await (await other.execute(workers)).fetchone())[workers[5:]] == "0"
+            assert (await (await conn.execute(workers)).fetchone())[workers[5:]] == "0"
         assert seen == before  # the exported snapshot does not
+    assert (await db.fetchone(workers))[workers[5:]] != "0"
 
 
 async def test_a_search_on_a_full_pool_runs_both_sides_on_its_one_connection(
