@@ -157,10 +157,13 @@ async def retrieval_relevance(
     query: str,
     ranked_chunk_ids: Sequence[int],
     settings: RelevanceSettings = RelevanceSettings(),
+    terms: Sequence[QueryTerm] | None = None,
 ) -> Relevance:
     """Judge a search's ranked chunks (best first) for `query`; run it in the search's
-    transaction so the statistics match what was ranked."""
-    terms = await query_terms(conn, query)
+    transaction so the statistics match what was ranked. `terms`: the question's terms when
+    already read (`query_terms`) in that snapshot."""
+    if terms is None:
+        terms = await query_terms(conn, query)
     if not ranked_chunk_ids:
         return judge_coverage(terms, [], settings)
     cur = await conn.execute(

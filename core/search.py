@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 from psycopg import sql
 
 from core.bm25 import Bm25Result, Bm25Settings, bm25_chunk_scores, bm25_top
-from core.relevance import Relevance, RelevanceSettings, retrieval_relevance
+from core.relevance import (
+    QueryTerm,
+    Relevance,
+    RelevanceSettings,
+    query_terms,
+    retrieval_relevance,
+)
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -283,7 +289,12 @@ async def hybrid_search(
                     timings.text_path, timings.text_exact = result.path, result.exact
                     return result
 
+                terms: list[QueryTerm] | None = None
+
                 async def vector_side() -> dict[int, float]:
+                    nonlocal terms
+                    if vconn is not conn:  # idle until the question is embedded
+                        terms = await query_terms(vconn, query)
                     vector = await embedding
                     if not use_vec:
                         return {}
@@ -338,7 +349,9 @@ async def hybrid_search(
 
                 async def verdict(judged: list[int]) -> Relevance:
                     started = time.perf_counter()
-                    relevance = await retrieval_relevance(conn, query, judged, settings.relevance)
+                    relevance = await retrieval_relevance(
+                        conn, query, judged, settings.relevance, terms
+                    )
                     timings.relevance = (time.perf_counter() - started) * 1000
                     return relevance
 
