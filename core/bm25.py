@@ -309,10 +309,10 @@ async def apply_text_params(conn: Any, k1: float, b: float) -> bool:
     return True
 
 
-# A primary-key probe costs about as much as reading this many postings in list order and
-# hash-joining them. Measured with a 1 % filter (benchmarks/search_scale.py): at 1M chunks
-# (10k filtered, 2–5 terms, 30k–85k postings) probing took 71 / 93 ms p50 / p95 against 81 /
-# 241 for the lists; at 100k (1k filtered) 8.6 / 14 against 11 / 26.
+# Probe the filtered chunks while the probes (chunks × terms) are fewer than the postings the
+# lists path would read, times this. Measured with a 1 % filter (benchmarks/search_scale.py): at
+# 1M chunks (10k filtered, 2–5 terms, 30k–85k postings) probing took 71 / 93 ms p50 / p95
+# against 81 / 241 for the lists; at 100k (1k filtered) 8.6 / 14 against 11 / 26.
 PROBE_COST = 1
 EXACT_SQLS = {"probe": EXACT_BY_CHUNK_SQL, "lists": EXACT_LISTS_SQL, "join": EXACT_SQL}
 
