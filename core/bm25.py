@@ -113,18 +113,27 @@ SELECT top.chunk_id, top.score
 FROM top JOIN rag_chunks c ON c.id = top.chunk_id JOIN rag_documents d ON d.id = c.document_id
 ORDER BY top.score DESC, d.source_key, c.chunk_index
 LIMIT %(k)s"""
+
+
+def probe_scores(chunks: str) -> str:
+    """BM25 of each chunk `x.id` of `chunks` (a FROM item), one primary-key probe per chunk.
+    Without the fence the planner, expecting a few postings per term, reads the terms' whole
+    lists instead: 85k postings and 20–50 ms for 40 chunks at 1M chunks."""
+    return f"""
+SELECT x.id AS chunk_id, sum(q.idf * {TF_PART}) AS score
+FROM {chunks} CROSS JOIN LATERAL (
+    SELECT term_id, tf, len FROM rag_postings
+    WHERE chunk_id = x.id AND term_id = ANY(%(ids)s::int[])
+    OFFSET 0  -- a fence: probes by chunk, never the terms' whole lists
+) p
+JOIN q ON q.term_id = p.term_id
+GROUP BY x.id"""
+
+
 EXACT_BY_CHUNK_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
 {FILTERED_CHUNKS},
-scored AS (
-    SELECT f.id AS chunk_id, sum(q.idf * {TF_PART}) AS score
-    FROM f CROSS JOIN LATERAL (
-        SELECT term_id, tf, len FROM rag_postings
-        WHERE chunk_id = f.id AND term_id = ANY(%(ids)s::int[])
-        OFFSET 0  -- a fence: probes by chunk, never the terms' whole lists
-    ) p
-    JOIN q ON q.term_id = p.term_id
-    GROUP BY f.id
+scored AS ({probe_scores("f AS x")}
 ),
 {BEST_K_IN_ORDER}
 """
@@ -342,19 +351,10 @@ async def _exact(
     return Bm25Result(hits, True, rounds + 1, f"exact ({path})", params, len(hits))
 
 
-# Exact scores of given chunks (one primary-key probe per chunk and query term). Without the
-# fence the planner, expecting a few postings per term, read the terms' whole lists instead:
-# 85k postings and 20–50 ms for 40 chunks at 1M chunks.
+# Exact scores of given chunks.
 CHUNKS_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf))
-SELECT x.chunk_id, sum(q.idf * {TF_PART}) AS score
-FROM unnest(%(chunks)s::bigint[]) AS x(chunk_id) CROSS JOIN LATERAL (
-    SELECT term_id, tf, len FROM rag_postings
-    WHERE chunk_id = x.chunk_id AND term_id = ANY(%(ids)s::int[])
-    OFFSET 0  -- a fence: probes by chunk, never the terms' whole lists
-) p
-JOIN q ON q.term_id = p.term_id
-GROUP BY x.chunk_id
+{probe_scores("unnest(%(chunks)s::bigint[]) AS x(id)")}
 """
 
 
