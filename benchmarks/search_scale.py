@@ -354,12 +354,9 @@ async def run(args: argparse.Namespace) -> None:
         overrides = {"database.url": args.database_url}
     if args.ef_search:
         overrides["rag.hnsw_ef_search"] = args.ef_search
-    for setting in args.set:
+    for setting in args.set:  # typed and checked by load_config, as qwb's own --set
         key, _, raw = setting.partition("=")
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
+        overrides[key] = raw
     config = load_config(env={"QWB_CONFIG": "/nonexistent/qwb.toml"}, overrides=overrides)
     wb = await Workbench.open(config)
     try:
