@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.text_cache import CacheState, TextCache
+
 # Quoted phrases and -negation (web-search syntax) make the text side a filter as well.
 _OPERATOR_RE = re.compile(r'"|(^|\s)-\S')
 _NEGATED_RE = re.compile(r'(^|\s)-("[^"]*"?|\S+)')
@@ -42,7 +44,7 @@ class Bm25Result:
     hits: list[Bm25Hit]
     exact: bool  # proved the true top `proven` (threshold met, or scored exhaustively)
     rounds: int
-    path: str  # "threshold" | "exact (probe|lists|join)" | "none"
+    path: str  # "threshold" | "exact (probe|lists|join)" | "cache" | "none"
     params: dict[str, Any] = field(default_factory=dict)  # term ids, idf, k1, b, avgdl used
     proven: int = 0  # how many leading hits the proof covers (all when scored exhaustively)
 
@@ -70,7 +72,7 @@ CROSS JOIN LATERAL unnest(d.lexemes) AS l(lexeme)
 LEFT JOIN rag_terms t ON t.term = l.lexeme AND t.df > 0
 ORDER BY d.ord
 """
-STATS_SQL = "SELECT chunks, total_len, ref_avgdl, k1, b FROM rag_text_stats"
+STATS_SQL = "SELECT chunks, total_len, ref_avgdl, k1, b, generation, cache_id FROM rag_text_stats"
 COMPOUND_ALIASES = {"asciihword", "hword", "numhword"}
 
 
@@ -225,12 +227,17 @@ async def bm25_top(
     few_pass_filter: bool = False,
     filtered_chunks: int | None = None,
     settings: Bm25Settings = Bm25Settings(),
+    cache: TextCache | None = None,
 ) -> Bm25Result:
     """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
     and d); `few_pass_filter`: the filter leaves few chunks (`filtered_chunks` of them, when
     counted), score them all, from whichever side reads less. With
     `settings.proven` below k only that many leading hits are proved (fewer rounds); the others
     are the best of the chunks scored on the way, exact scores that a deeper read may outrank.
+    Unfiltered, or under a filter (over documents `d` only) leaving at least
+    `cache.min_filtered` chunks, `cache` (when it holds this snapshot's index) names the
+    candidates, scored exactly here; they are the best k unless tantivy's BM25 (its own k1
+    and b) ranked one below its depth.
     Run it inside one transaction with a snapshot (REPEATABLE READ) for consistency."""
     cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)}, prepare=True)
     terms = list(select_terms(await cur.fetchall()).items())
@@ -255,6 +262,22 @@ async def bm25_top(
     weight = dict(zip(params["ids"], params["idf"], strict=True))
 
     filtered = filter_sql.strip() != "TRUE"
+    if (
+        cache is not None
+        and match == "TRUE"
+        and (not filtered or (filtered_chunks or 0) >= cache.min_filtered)
+    ):
+        state = CacheState(str(stats["cache_id"]), int(stats["generation"]))
+
+        async def documents() -> list[str]:
+            cur = await conn.execute(FILTERED_DOCUMENTS_SQL.format(filters=filter_sql), params)
+            return [str(r["id"]) for r in await cur.fetchall()]
+
+        chunks = await cache.candidates(state, params["ids"], documents if filtered else None)
+        if chunks is not None:
+            cur = await conn.execute(CACHE_SQL, {**params, "chunks": chunks}, prepare=True)
+            hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
+            return Bm25Result(hits, False, 1, "cache", params)
     if few_pass_filter:
         path = exact_path(filtered_chunks, len(terms), sum(df for _, df in terms))
         return await _exact(conn, params, filter_sql, match, path=path)
@@ -323,6 +346,15 @@ async def apply_text_params(conn: Any, k1: float, b: float) -> bool:
 # 1M chunks (10k filtered, 2–5 terms, 30k–85k postings) probing took 71 / 93 ms p50 / p95
 # against 81 / 241 for the lists; at 100k (1k filtered) 8.6 / 14 against 11 / 26.
 PROBE_COST = 1
+# The documents a filter (over documents `d`, as SearchFilters.sql gives) leaves.
+FILTERED_DOCUMENTS_SQL = "SELECT d.id FROM rag_documents d WHERE {filters}"
+# The text cache's candidates (core.text_cache), scored exactly; the best k in the usual order.
+CACHE_SQL = f"""
+WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),
+scored AS ({probe_scores("unnest(%(chunks)s::bigint[]) AS x(id)")}
+),
+{BEST_K_IN_ORDER}
+"""
 EXACT_SQLS = {"probe": EXACT_BY_CHUNK_SQL, "lists": EXACT_LISTS_SQL, "join": EXACT_SQL}
 
 

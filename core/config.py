@@ -55,6 +55,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bm25_max_depth": 1024,  # deepest per-term read before settling or scoring exactly
         "bm25_proven": 20,  # text candidates whose rank is proved (the rest: best scored so far)
         "filter_exact_max_chunks": 20_000,  # filters leaving at most this many: both sides exact
+        # The text cache (core.text_cache): a tantivy index of the postings beside the database
+        # that names unfiltered searches' text candidates; kept current by the TUI, MCP and serve.
+        "text_cache": True,
+        "text_cache_depth": 200,  # candidates it names, each then scored exactly
+        "text_cache_min_filtered": 5_000,  # filters leaving fewer chunks: all scored exactly
+        "text_cache_dir": None,  # unset -> XDG cache dir / qwb / text-index
         # "Nothing relevant" (core.relevance): weak when the best of the top documents holds
         # less than this share of the question's rare-word (IDF) weight.
         "weak_min_coverage": 0.455,
@@ -152,6 +158,7 @@ TYPES: dict[tuple[str, str], type] = {
     ("database", "data_dir"): str,
     ("embedding", "api_base"): str,
     ("embedding", "onnx_dir"): str,
+    ("rag", "text_cache_dir"): str,
     ("llm", "api_key"): str,
     ("llm", "manager_context"): int,
     ("llm", "developer_context"): int,
@@ -179,6 +186,8 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("rag", "bm25_k1"): (0, 10),
     ("rag", "bm25_b"): (0, 1),
     ("rag", "bm25_proven"): (0, 100_000),
+    ("rag", "text_cache_depth"): (10, 10_000),
+    ("rag", "text_cache_min_filtered"): (0, 2**31 - 1),
     ("rag", "weak_min_coverage"): (0, 1),
     ("rag", "weak_top_documents"): (1, 100),
     ("llm", "timeout"): (0.1, 86_400),

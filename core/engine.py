@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from core.agents.service import AgentService
@@ -14,9 +15,24 @@ from core.lineage.service import LineageService
 from core.providers import ProviderRegistry
 from core.rag import RagStore
 from core.search import search_settings
+from core.text_cache import TextCache
 from core.troubleshooting import TroubleshootingStore
 
 log = logging.getLogger(__name__)
+
+
+def text_cache(config: Config, db: Database, *, background: bool) -> TextCache | None:
+    """The text cache the configuration asks for (`rag.text_cache*`), or None when it is off."""
+    if not config.get("rag.text_cache"):
+        return None
+    root = config.get("rag.text_cache_dir")
+    return TextCache(
+        db,
+        Path(root).expanduser() if root else None,
+        depth=config.get("rag.text_cache_depth"),
+        min_filtered=config.get("rag.text_cache_min_filtered"),
+        background=background,
+    )
 
 
 class Workbench:
@@ -27,10 +43,13 @@ class Workbench:
     embedder: Embedder
     rag: RagStore
 
-    def __init__(self, config: Config, db: Database, embedder: Embedder) -> None:
+    def __init__(
+        self, config: Config, db: Database, embedder: Embedder, *, long_running: bool = False
+    ) -> None:
         self.config = config
         self.db = db
         self.embedder = embedder
+        self.text_cache = text_cache(config, db, background=long_running)
         self.rag = RagStore(
             db,
             embedder,
@@ -38,6 +57,7 @@ class Workbench:
             chunk_tokens=config.get("rag.chunk_tokens"),
             overlap_tokens=config.get("rag.chunk_overlap_tokens"),
             search_settings=search_settings(config),
+            text_cache=self.text_cache,
         )
 
     @classmethod
@@ -50,7 +70,8 @@ class Workbench:
         embedder = get_embedder(config)
         db = await Database.connect(config, restart_embedded=restart_database)
         try:
-            wb = cls(config, db, embedder)
+            # A front end that restarts the database runs long: it keeps the text cache current.
+            wb = cls(config, db, embedder, long_running=restart_database)
             await wb.rag.apply_text_params()
             await wb._attach_services()
         except BaseException:
@@ -67,6 +88,8 @@ class Workbench:
         self.agents = AgentService(self)
 
     async def close(self) -> None:
+        if self.text_cache is not None:
+            await self.text_cache.close()
         await self.db.close()
 
     async def __aenter__(self) -> Workbench:

@@ -30,6 +30,7 @@ from core.search import (
     hybrid_search,
     source_filter_patterns,
 )
+from core.text_cache import TextCache
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +284,11 @@ class RagStore:
         chunk_tokens: int = 256,
         overlap_tokens: int = 32,
         search_settings: SearchSettings | None = None,
+        text_cache: TextCache | None = None,
     ) -> None:
         self.db = db
         self.search_settings = search_settings or SearchSettings()
+        self.text_cache = text_cache  # picks unfiltered text candidates when current
         self.last_timings = SearchTimings()
         self.embedder = embedder
         self.max_file_bytes = max_file_bytes
@@ -727,6 +730,7 @@ class RagStore:
             mode=mode,
             settings=self.search_settings,
             timings=timings,
+            text_cache=self.text_cache,
         )
         self.last_timings = timings
         hits = (

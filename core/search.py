@@ -29,6 +29,7 @@ from core.relevance import (
     query_terms,
     retrieval_relevance,
 )
+from core.text_cache import TextCache
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -234,6 +235,7 @@ async def hybrid_search(
     mode: str,
     settings: SearchSettings,
     timings: SearchTimings | None = None,
+    text_cache: TextCache | None = None,
 ) -> tuple[list[dict[str, Any]], Relevance]:
     """Rows of the fused top `limit` (see ROWS_SQL for the columns), and the verdict on whether
     they can answer the question (core.relevance), judged over all fused candidates.
@@ -284,6 +286,7 @@ async def hybrid_search(
                         few_pass_filter=few,
                         filtered_chunks=count,
                         settings=settings.bm25,
+                        cache=text_cache,
                     )
                     timings.text = (time.perf_counter() - t0) * 1000
                     timings.text_path, timings.text_exact = result.path, result.exact
