@@ -20,6 +20,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 NO_CONFIG = str(REPO / "tests" / "no-such-config.toml")  # keeps a developer's config out of tests
+# Text caches (core.text_cache) of the session's databases: never the developer's own.
+TEXT_CACHE_DIR = tempfile.mkdtemp(prefix="qwb-test-text-cache-")
+os.environ.setdefault("QWB_RAG_TEXT_CACHE_DIR", TEXT_CACHE_DIR)  # for processes tests start
 
 requires_shared = pytest.mark.skipif(
     not SHARED.is_dir(), reason="../shared (corpus and fixtures) is not beside this clone"
@@ -31,6 +34,7 @@ def make_config(**dotted: Any) -> Any:
     from core.config import load_config
 
     overrides = {k.replace("__", "."): v for k, v in dotted.items()}
+    overrides.setdefault("rag.text_cache_dir", TEXT_CACHE_DIR)
     return load_config(env={"QWB_CONFIG": NO_CONFIG}, overrides=overrides)
 
 
@@ -95,6 +99,7 @@ def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     """Environment for running `qwb` as a subprocess against a test database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWB_")}
     env.update({"QWB_DATABASE_URL": db_url, "QWB_CONFIG": NO_CONFIG, **extra})
+    env.setdefault("QWB_RAG_TEXT_CACHE_DIR", TEXT_CACHE_DIR)
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     return env
 

@@ -1,0 +1,272 @@
+"""The text cache (core/text_cache.py, migration 0013): a tantivy index of the postings that names
+unfiltered searches' text candidates, used only when it holds exactly the snapshot's index."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from core.bm25 import bm25_top
+from core.text_cache import TextCache
+from tests.conftest import create_database, make_config, requires_shared
+from tests.test_bm25 import CORPUS, exhaustive_bm25
+
+QUERIES = [
+    "airflow dag deployment",
+    "how do I configure the MCP server for the AI assistant",
+    "certificate renewal certmonger httpd",
+    "kcli openshift virtual machine network bridge",
+]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def cached_wb(pg_server: Any, embedder: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """A Workbench on a database of its own, its text cache in a directory of its own."""
+    from core.engine import Workbench
+
+    url = create_database(pg_server, "textcache")
+    wb = await Workbench.open(make_config(database__url=url, rag__text_cache_dir=str(tmp_path)))
+    wb.test_url, wb.cache_dir = url, tmp_path
+    yield wb
+    await wb.close()
+
+
+async def text_path(wb: Any, query: str, **filters: Any) -> tuple[str, list[str]]:
+    """How the text side of one search ran, and the sources it found (text only)."""
+    hits = await wb.rag.search(query, mode="text", limit=10, **filters)
+    return wb.rag.last_timings.text_path, [h.source_key for h in hits]
+
+
+async def stats(wb: Any) -> dict[str, Any]:
+    row = await wb.db.fetchone("SELECT generation, cache_id, log_from FROM rag_text_stats")
+    assert row is not None
+    return row
+
+
+@requires_shared
+async def test_cache_candidates_are_the_exact_bm25_top_k(cached_wb: Any) -> None:
+    rag, cache = cached_wb.rag, cached_wb.text_cache
+    await rag.ingest_paths(sorted(CORPUS.rglob("*.md"))[:12], doc_type="guide")
+    assert await cache.update() == f"rebuilt {await chunk_count(cached_wb)}"
+    assert await cache.update() == "current"
+    for q in QUERIES:
+        async with cached_wb.db.connection() as conn, conn.transaction():
+            cached = await bm25_top(conn, q, k=10, cache=cache)
+            postings = await bm25_top(conn, q, k=10)
+            terms = [r["l"] for r in await (await conn.execute(
+                "SELECT unnest(tsvector_to_array(to_tsvector('english', %s))) AS l", (q,)
+            )).fetchall()]  # fmt: skip
+            want = await exhaustive_bm25(conn, terms, k1=0.9, b=0.4)  # the product's k1 and b
+        assert cached.path == "cache" and postings.path != "cache"
+        # Scored exactly from the postings: the same hits, the same scores, as the postings path
+        # and as BM25 computed here from the stored text.
+        assert [h.chunk_id for h in cached.hits] == [h.chunk_id for h in postings.hits]
+        best = sorted(want.values(), reverse=True)[:10]
+        assert [h.score for h in cached.hits] == pytest.approx(best, rel=1e-9)
+
+
+async def chunk_count(wb: Any) -> int:
+    row = await wb.db.fetchone("SELECT count(*) AS n FROM rag_chunks")
+    return int(row["n"])
+
+
+async def test_cache_follows_ingest_re_ingest_and_delete(cached_wb: Any) -> None:
+    rag, cache = cached_wb.rag, cached_wb.text_cache
+    await rag.ingest_text("# Quorum\n\nThe etcd quorum is lost.\n", source_key="note:etcd")
+    await cache.update()
+    assert await text_path(cached_wb, "etcd quorum") == ("cache", ["note:etcd"])
+
+    # Another writer adds a chunk: until the cache has it, searches read the postings.
+    await rag.ingest_text("# Zyzzogeton\n\nThe zyzzogeton quorum.\n", source_key="note:zyz")
+    path, found = await text_path(cached_wb, "zyzzogeton quorum")
+    assert path != "cache" and found == ["note:zyz", "note:etcd"]
+    assert await cache.update() == "updated 1"
+    assert await text_path(cached_wb, "zyzzogeton quorum") == ("cache", ["note:zyz", "note:etcd"])
+
+    # Re-ingesting changed text replaces the chunk (removed, then added under a new id).
+    await rag.ingest_text("# Zyzzogeton\n\nThe zyzzogeton tunnel.\n", source_key="note:zyz")
+    assert await cache.update() == "updated 2"
+    assert await text_path(cached_wb, "zyzzogeton quorum") == ("cache", ["note:zyz", "note:etcd"])
+    # The index itself holds only what the postings hold (searches would also drop a stale id).
+    assert await indexed(cached_wb, "quorum") == await chunks_of(cached_wb, "note:etcd")
+    assert await indexed(cached_wb, "zyzzogeton") == await chunks_of(cached_wb, "note:zyz")
+
+    await rag.delete_document("note:zyz")
+    assert await cache.update() == "updated 1"
+    assert await indexed(cached_wb, "zyzzogeton") == []
+    assert await text_path(cached_wb, "etcd quorum") == ("cache", ["note:etcd"])
+
+
+async def indexed(wb: Any, lexeme: str) -> list[int]:
+    """The chunk ids the cache's tantivy index holds under a term, as stored."""
+    row = await wb.db.fetchone("SELECT id FROM rag_terms WHERE term = %s", (lexeme,))
+    return sorted(wb.text_cache._index.top([row["id"]], 100))
+
+
+async def chunks_of(wb: Any, source_key: str) -> list[int]:
+    rows = await wb.db.fetchall(
+        "SELECT c.id FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id"
+        " WHERE d.source_key = %s ORDER BY c.id",
+        (source_key,),
+    )
+    return [r["id"] for r in rows]
+
+
+async def test_the_log_says_what_each_generation_changed(cached_wb: Any) -> None:
+    rag, db = cached_wb.rag, cached_wb.db
+    before = await stats(cached_wb)
+    doc = await rag.ingest_text("# Log\n\nA chunk for the change log.\n", source_key="note:log")
+    after_add = await stats(cached_wb)
+    assert after_add["generation"] == before["generation"] + 1
+    rows = await db.fetchall(
+        "SELECT generation, chunk_id, added FROM rag_text_changes WHERE generation > %s",
+        (before["generation"],),
+    )
+    chunk_ids = await chunks_of(cached_wb, "note:log")
+    assert [(r["generation"], r["chunk_id"], r["added"]) for r in rows] == [
+        (after_add["generation"], c, True) for c in chunk_ids
+    ]
+    await rag.delete_document(doc.source_key)
+    after_delete = await stats(cached_wb)
+    rows = await db.fetchall(
+        "SELECT generation, chunk_id, added FROM rag_text_changes WHERE chunk_id = ANY(%s)",
+        (chunk_ids,),
+    )
+    # The added row went with the chunk: a cache that never saw it need not add it.
+    assert [(r["generation"], r["added"]) for r in rows] == [
+        (after_delete["generation"], False) for _ in chunk_ids
+    ]
+
+    await rag.rebuild_text_index()  # a full rebuild: a new cache id, an empty log
+    rebuilt = await stats(cached_wb)
+    assert rebuilt["cache_id"] != after_delete["cache_id"]
+    assert rebuilt["log_from"] == rebuilt["generation"] > after_delete["generation"]
+    assert (await db.fetchone("SELECT count(*) AS n FROM rag_text_changes"))["n"] == 0
+
+
+async def test_another_process_reads_the_cache_one_process_keeps(cached_wb: Any) -> None:
+    from core.engine import Workbench
+
+    await cached_wb.rag.ingest_text("# Vault\n\nRenew the vault token.\n", source_key="note:vt")
+    assert (await cached_wb.text_cache.update()).startswith(("rebuilt", "updated"))
+    config = make_config(
+        database__url=cached_wb.test_url, rag__text_cache_dir=str(cached_wb.cache_dir)
+    )
+    other = await Workbench.open(config)
+    try:
+        assert await text_path(other, "vault token") == ("cache", ["note:vt"])
+        assert await other.text_cache.update() == "current"
+        # The first process adds a document and updates the cache: the other one reloads it.
+        await cached_wb.rag.ingest_text("# Vault 2\n\nThe vault token expired.\n", source_key="v2")
+        assert await cached_wb.text_cache.update() == "updated 1"
+        path, found = await text_path(other, "vault token expired")
+        assert path == "cache" and found[0] == "v2"
+    finally:
+        await other.close()
+
+
+async def test_a_cache_behind_a_rebuild_or_the_log_is_rebuilt(cached_wb: Any) -> None:
+    rag, cache = cached_wb.rag, cached_wb.text_cache
+    await rag.ingest_text("# Certs\n\ncertmonger renews the certificate.\n", source_key="c")
+    await cache.update()
+    old = await stats(cached_wb)
+    await rag.rebuild_text_index()
+    path, found = await text_path(cached_wb, "certmonger")
+    assert path != "cache" and found == ["c"]  # another index: the old cache is not used
+    assert await cache.update() == f"rebuilt {await chunk_count(cached_wb)}"
+    assert cache.folder(str((await stats(cached_wb))["cache_id"])).is_dir()
+    assert await text_path(cached_wb, "certmonger") == ("cache", ["c"])
+    assert old["cache_id"] != (await stats(cached_wb))["cache_id"]
+
+    # The log no longer reaches back to the cache's generation (as after pruning it).
+    await rag.ingest_text("# More\n\nmore text\n", source_key="m")
+    async with cached_wb.db.connection() as conn:
+        await conn.execute("UPDATE rag_text_stats SET log_from = generation")
+    assert await cache.update() == f"rebuilt {await chunk_count(cached_wb)}"
+
+
+async def test_an_unreadable_cache_is_skipped_then_rebuilt(cached_wb: Any) -> None:
+    rag, cache = cached_wb.rag, cached_wb.text_cache
+    await rag.ingest_text("# Ceph\n\nThe ceph monitor is down.\n", source_key="ceph")
+    await cache.update()
+    folder = cache.folder(str((await stats(cached_wb))["cache_id"]))
+    (folder / "meta.json").write_text("{ not json")
+    cache._index = None  # as a process that opens it now
+    path, found = await text_path(cached_wb, "ceph monitor")
+    assert path != "cache" and found == ["ceph"]
+    assert await cache.update() == f"rebuilt {await chunk_count(cached_wb)}"
+    assert await text_path(cached_wb, "ceph monitor") == ("cache", ["ceph"])
+
+
+@contextlib.contextmanager
+def held(lock: Path) -> Iterator[None]:
+    with open(lock, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+
+
+async def test_one_process_updates_at_a_time(cached_wb: Any) -> None:
+    cache = cached_wb.text_cache
+    await cached_wb.rag.ingest_text("# Lock\n\nlock me\n", source_key="lock")
+    folder = cache.folder(str((await stats(cached_wb))["cache_id"]))
+    lock = folder.with_name(folder.name + ".lock")
+    with held(lock):  # as by another process updating it
+        assert await cache.update() == "busy"
+        path, _ = await text_path(cached_wb, "lock")
+        assert path != "cache"
+    assert (await cache.update()).startswith(("updated", "rebuilt"))
+
+
+async def test_a_long_running_process_updates_in_the_background(cached_wb: Any) -> None:
+    await cached_wb.rag.ingest_text("# Bg\n\nbackground quokka\n", source_key="bg")
+    background = TextCache(cached_wb.db, cached_wb.cache_dir, background=True)
+    cached_wb.rag.text_cache = background
+    try:
+        path, found = await text_path(cached_wb, "quokka")
+        assert path != "cache" and found == ["bg"]
+        assert background._update is not None
+        await background._update  # the update the stale search started
+        assert background.last_error is None
+        assert await text_path(cached_wb, "quokka") == ("cache", ["bg"])
+    finally:
+        cached_wb.rag.text_cache = cached_wb.text_cache
+        await background.close()
+
+
+async def test_small_filters_and_operators_read_the_postings(cached_wb: Any) -> None:
+    rag, cache = cached_wb.rag, cached_wb.text_cache
+    for i in range(3):
+        await rag.ingest_text(
+            f"# Dns {i}\n\nreverse dns zone {i} for idm\n", source_key=f"dns{i}", doc_type="runbook"
+        )
+    await rag.ingest_text("# Other\n\nreverse dns elsewhere\n", source_key="o", doc_type="guide")
+    await cache.update()
+    assert (await text_path(cached_wb, "reverse dns"))[0] == "cache"
+    # A filter leaving fewer than min_filtered chunks: every one scored from the postings.
+    exact_path, exact = await text_path(cached_wb, "reverse dns zone", doc_types=["runbook"])
+    assert exact_path.startswith("exact") and sorted(exact) == ["dns0", "dns1", "dns2"]
+    cache.min_filtered = 1  # as in a large store: the cache names candidates in the documents
+    try:
+        assert await text_path(cached_wb, "reverse dns zone", doc_types=["runbook"]) == (
+            "cache",
+            exact,
+        )
+    finally:
+        cache.min_filtered = 5_000
+    path, found = await text_path(cached_wb, '"reverse dns" -windows')
+    assert path != "cache" and len(found) == 4
+
+
+def test_the_cache_can_be_turned_off() -> None:
+    from core.engine import text_cache
+
+    assert text_cache(make_config(rag__text_cache=False), db=None, background=True) is None
+    on = text_cache(make_config(rag__text_cache_dir="/tmp/x", rag__text_cache_depth=50), None,
+                    background=False)  # fmt: skip
+    assert on is not None and on.root == Path("/tmp/x") and on.depth == 50
