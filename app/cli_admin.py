@@ -115,10 +115,30 @@ async def run_checks(config: Config) -> list[dict[str, Any]]:
             )
         except QwbError as exc:
             checks.append({"name": "embedding model", "ok": False, "detail": str(exc)})
+        checks.append(await _text_cache_check(wb))
         checks.extend(await _llm_checks(config))
     finally:
         await wb.close()
     return checks
+
+
+async def _text_cache_check(wb: Any) -> dict[str, Any]:
+    """Whether the text cache (core/text_cache.py) holds what the database holds."""
+    check: dict[str, Any] = {"name": "text cache", "ok": False, "required": False}
+    if wb.text_cache is None:
+        return {**check, "ok": True, "detail": "off (rag.text_cache = false): searches read the"
+                " postings"}  # fmt: skip
+    s = await wb.text_cache.status()
+    keeper = "the TUI, the MCP server or qwb serve"
+    if s["state"] == "current":
+        detail = f"current (generation {s['generation']}) at {s['path']}"
+    elif s["state"] == "stale":
+        detail = (f"generation {s['generation']}, the database is at {s['database_generation']}:"
+                  f" {keeper} updates it; searches read the postings meanwhile")  # fmt: skip
+    else:
+        detail = (f"not built yet ({s['path']}): {keeper} builds it; searches read the postings"
+                  " meanwhile")  # fmt: skip
+    return {**check, "ok": s["state"] == "current", "detail": detail}
 
 
 def _model_detail(embedder: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from app.cli_common import (
     progress_bar,
     run_workbench,
 )
+
+log = logging.getLogger(__name__)
 
 DOC_TYPE_HELP = (
     "adr, provider_doc, dag, troubleshooting, guide, policy, example, api_doc, readme, "
@@ -57,6 +60,17 @@ async def ingest_with_progress(wb: Any, paths: list[Path], show: bool, **kwargs:
         return await wb.rag.ingest_paths(paths, progress=progress, **kwargs)
 
 
+async def keep_text_cache(wb: Any) -> None:
+    """Bring a text cache this store already has up to date after a change (the next
+    one-shot search can then use it). A failure leaves it stale: searches read the postings."""
+    if wb.text_cache is None:
+        return
+    try:
+        await wb.text_cache.update_if_kept()
+    except Exception as exc:  # the cache is optional; the ingest itself succeeded
+        log.warning("text cache not updated (searches read the postings): %s", exc)
+
+
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -86,11 +100,15 @@ def ingest_cmd(paths: tuple[Path, ...], doc_type: str | None, meta: tuple[str, .
             fail(f"path not found: {path}")
     metadata = parse_meta(meta)
     show = not (no_progress or as_json)
-    report = run_workbench(
-        lambda wb: ingest_with_progress(
+
+    async def ingest(wb: Any) -> Any:
+        report = await ingest_with_progress(
             wb, list(paths), show, doc_type=doc_type, metadata=metadata, redact=not no_redact
         )
-    )
+        await keep_text_cache(wb)
+        return report
+
+    report = run_workbench(ingest)
     emit(report, as_json, _render_report)
     if report.count("failed"):
         raise SystemExit(2)
@@ -229,7 +247,13 @@ def docs_delete(ref: str, yes: bool, as_json: bool) -> None:
     """Delete a document and all its chunks."""
     if not yes and not as_json:
         click.confirm(f"Delete document {ref}?", abort=True)
-    doc = run_workbench(lambda wb: wb.rag.delete_document(ref))
+
+    async def delete(wb: Any) -> Any:
+        doc = await wb.rag.delete_document(ref)
+        await keep_text_cache(wb)
+        return doc
+
+    doc = run_workbench(delete)
     emit(
         doc, as_json, lambda d: console().print(f"deleted {d.source_key} ({d.chunk_count} chunks)")
     )

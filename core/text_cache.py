@@ -187,6 +187,19 @@ class TextCache:
 
         return bool(tantivy.Index.exists(str(path)))
 
+    # ------------------------------------------------------------------ reporting
+    async def status(self) -> dict[str, Any]:
+        """Where the cache is and whether it holds what the database holds now: `state` is
+        "current", "stale" (behind or ahead of the database) or "missing"."""
+        row = await self.db.fetchone(STATE_SQL)
+        assert row is not None  # migration 0013 inserts the one row
+        cache_id, generation = str(row["cache_id"]), int(row["generation"])
+        index = await asyncio.to_thread(self._open_existing, cache_id)
+        held = index.generation if index is not None else None
+        state = "missing" if index is None else ("current" if held == generation else "stale")
+        return {"state": state, "path": str(self.folder(cache_id)), "generation": held,
+                "database_generation": generation}  # fmt: skip
+
     # ------------------------------------------------------------------ updating
     def start_update(self) -> None:
         """Bring the cache up to date in a background task (one at a time; none for a minute
@@ -206,6 +219,15 @@ class TextCache:
             self._failed_at = time.monotonic()
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("text cache not updated (searches read the postings): %s", self.last_error)
+
+    async def update_if_kept(self) -> str | None:
+        """Update the cache when this store has one (a one-shot command after an ingest: the
+        next one-shot search uses it); None when there is none to keep (building one is the
+        long-running front ends' work)."""
+        row = await self.db.fetchone(STATE_SQL)
+        if row is None or not self.folder(str(row["cache_id"])).is_dir():
+            return None
+        return await self.update()
 
     async def update(self) -> str:
         """Make the cache hold what the database holds now; returns what it did: "current",

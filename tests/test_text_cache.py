@@ -3,8 +3,10 @@ unfiltered searches' text candidates, used only when it holds exactly the snapsh
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest_asyncio
 
 from core.bm25 import bm25_top
 from core.text_cache import TextCache
-from tests.conftest import create_database, make_config, requires_shared
+from tests.conftest import QWB, REPO, cli_env, create_database, make_config, requires_shared
 from tests.test_bm25 import CORPUS, exhaustive_bm25
 
 QUERIES = [
@@ -270,3 +272,65 @@ def test_the_cache_can_be_turned_off() -> None:
     on = text_cache(make_config(rag__text_cache_dir="/tmp/x", rag__text_cache_depth=50), None,
                     background=False)  # fmt: skip
     assert on is not None and on.root == Path("/tmp/x") and on.depth == 50
+
+
+async def test_status_says_whether_the_cache_is_current(cached_wb: Any) -> None:
+    cache = cached_wb.text_cache
+    await cached_wb.rag.ingest_text("# S\n\nstatus words\n", source_key="s")
+    missing = await cache.status()
+    assert missing["state"] == "missing" and missing["generation"] is None
+    await cache.update()
+    current = await cache.status()
+    assert current["state"] == "current"
+    assert current["generation"] == current["database_generation"] > 0
+    assert current["path"] == str(cache.folder(str((await stats(cached_wb))["cache_id"])))
+    await cached_wb.rag.ingest_text("# T\n\nmore status words\n", source_key="t")
+    stale = await cache.status()
+    assert stale["state"] == "stale"
+    assert stale["generation"] == current["generation"] < stale["database_generation"]
+
+
+async def test_cli_ingest_and_delete_keep_a_cache_the_store_has(
+    cached_wb: Any, tmp_path: Path
+) -> None:
+    env = cli_env(cached_wb.test_url, QWB_RAG_TEXT_CACHE_DIR=str(cached_wb.cache_dir))
+    note = tmp_path / "notes" / "wombat.md"
+    note.parent.mkdir()
+    note.write_text("# Wombat\n\nThe wombat gateway times out.\n")
+
+    # No cache yet: a one-shot ingest does not build one (the long-running front ends do).
+    await run_qwb(env, "ingest", str(note.parent), "--json")
+    assert (await cached_wb.text_cache.status())["state"] == "missing"
+    doctor = {c["name"]: c for c in json.loads(await run_qwb(env, "doctor", "--json", ok=None))}
+    assert doctor["text cache"]["ok"] is False and doctor["text cache"]["required"] is False
+    assert "not built yet" in doctor["text cache"]["detail"]
+
+    await cached_wb.text_cache.update()
+    note.write_text("# Wombat\n\nThe wombat gateway times out after 30 s.\n")
+    await run_qwb(env, "ingest", str(note.parent), "--json")
+    assert (await cached_wb.text_cache.status())["state"] == "current"
+    doctor = {c["name"]: c for c in json.loads(await run_qwb(env, "doctor", "--json", ok=None))}
+    assert doctor["text cache"]["ok"] is True
+    assert doctor["text cache"]["detail"].startswith("current (generation")
+    assert await text_path(cached_wb, "wombat gateway") == ("cache", [str(note)])
+
+    await run_qwb(env, "docs", "delete", str(note), "--yes")
+    assert (await cached_wb.text_cache.status())["state"] == "current"
+    assert await indexed_or_none(cached_wb, "wombat") == []
+
+
+async def indexed_or_none(wb: Any, lexeme: str) -> list[int]:
+    row = await wb.db.fetchone("SELECT id FROM rag_terms WHERE term = %s", (lexeme,))
+    return [] if row is None else await indexed(wb, lexeme)
+
+
+async def run_qwb(env: dict[str, str], *args: str, ok: bool | None = True) -> str:
+    """Run `qwb`; its stdout. `ok=None`: any exit code (doctor fails on an absent LLM)."""
+    proc = await asyncio.create_subprocess_exec(
+        *QWB, *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
+    if ok:
+        assert proc.returncode == 0, err.decode()
+    return out.decode()
