@@ -101,8 +101,11 @@ class TantivyIndex:
         self.generation = self.read_generation()
 
     def read_generation(self) -> int | None:
+        """The generation of the latest commit (reloading the reader first)."""
         self.index.reload()
-        searcher = self.index.searcher()
+        return self.generation_of(self.index.searcher())
+
+    def generation_of(self, searcher: Any) -> int | None:
         query = self.tantivy.Query.term_query(self.schema, "id", META_ID)
         hits = searcher.search(query, 1).hits
         if not hits:
@@ -110,10 +113,18 @@ class TantivyIndex:
         return int(searcher.doc(hits[0][1])["generation"][0])
 
     def top(
-        self, term_ids: Sequence[int], depth: int, documents: Sequence[str] | None = None
-    ) -> list[int]:
+        self,
+        term_ids: Sequence[int],
+        depth: int,
+        generation: int,
+        documents: Sequence[str] | None = None,
+    ) -> list[int] | None:
         """Chunk ids of the `depth` best chunks for the terms (tantivy's own BM25), among the
-        chunks of `documents` when given."""
+        chunks of `documents` when given; None unless the searcher holds `generation` (the
+        reader may have reloaded a newer commit meanwhile)."""
+        searcher = self.index.searcher()
+        if self.generation_of(searcher) != generation:
+            return None
         t = self.tantivy
         query = t.Query.boolean_query(
             [(t.Occur.Should, t.Query.term_query(self.schema, "body", token(i))) for i in term_ids]
@@ -121,7 +132,6 @@ class TantivyIndex:
         if documents is not None:
             within = t.Query.term_set_query(self.schema, "document", list(documents))
             query = t.Query.boolean_query([(t.Occur.Must, within), (t.Occur.Must, query)])
-        searcher = self.index.searcher()
         hits = searcher.search(query, depth, count=False).hits
         return [int(v) for v in searcher.fast_field_values("id", [a for _, a in hits])]
 
@@ -165,7 +175,10 @@ class TextCache:
                 self.start_update()
             return None
         within = await documents() if documents is not None else None
-        return await asyncio.to_thread(index.top, term_ids, self.depth, within)
+        found = await asyncio.to_thread(index.top, term_ids, self.depth, state.generation, within)
+        if found is None:  # another process committed since: reload on the next search
+            index.generation = None
+        return found
 
     def folder(self, cache_id: str) -> Path:
         """Where the index of `cache_id` lives (the schema's version in the name: a cache
@@ -196,7 +209,8 @@ class TextCache:
         cache_id, generation = str(row["cache_id"]), int(row["generation"])
         index = await asyncio.to_thread(self._open_existing, cache_id)
         held = index.generation if index is not None else None
-        state = "missing" if index is None else ("current" if held == generation else "stale")
+        # A folder without a commit (a first build stopped when its process closed) is none.
+        state = "missing" if held is None else ("current" if held == generation else "stale")
         return {"state": state, "path": str(self.folder(cache_id)), "generation": held,
                 "database_generation": generation}  # fmt: skip
 

@@ -107,8 +107,14 @@ async def test_cache_follows_ingest_re_ingest_and_delete(cached_wb: Any) -> None
 
 async def indexed(wb: Any, lexeme: str) -> list[int]:
     """The chunk ids the cache's tantivy index holds under a term, as stored."""
+    from core.text_cache import TantivyIndex
+
     row = await wb.db.fetchone("SELECT id FROM rag_terms WHERE term = %s", (lexeme,))
-    return sorted(wb.text_cache._index.top([row["id"]], 100))
+    state = await stats(wb)
+    index = TantivyIndex(wb.text_cache.folder(str(state["cache_id"])))  # as committed
+    found = index.top([row["id"]], 100, state["generation"])
+    assert found is not None, "the cache does not hold the database's generation"
+    return sorted(found)
 
 
 async def chunks_of(wb: Any, source_key: str) -> list[int]:
@@ -334,3 +340,20 @@ async def run_qwb(env: dict[str, str], *args: str, ok: bool | None = True) -> st
     if ok:
         assert proc.returncode == 0, err.decode()
     return out.decode()
+
+
+async def test_an_update_stopped_by_closing_leaves_a_usable_cache(cached_wb: Any) -> None:
+    from core.text_cache import TantivyIndex
+
+    cache = cached_wb.text_cache
+    await cached_wb.rag.ingest_text("# Stop\n\nstopped build\n", source_key="stop")
+    # A folder with no commit: a first build stopped when its process closed.
+    TantivyIndex(cache.folder(str((await stats(cached_wb))["cache_id"])))
+    assert (await cache.status())["state"] == "missing"
+    background = TextCache(cached_wb.db, cached_wb.cache_dir, background=True)
+    background.start_update()
+    await background.close()  # stops it between two batches, or after it finished
+    assert background.last_error is None
+    assert (await cache.status())["state"] in ("missing", "current")
+    assert (await cache.update()).startswith(("rebuilt", "current"))
+    assert await text_path(cached_wb, "stopped build") == ("cache", ["stop"])
