@@ -6,14 +6,17 @@
 --               first), so generations commit in order;
 --   cache_id    names the index the cache copies: a new one whenever the postings are
 --               truncated (rag_text_rebuild, `qwb reindex --text`);
---   log_from    the generation rag_text_changes is complete from: an older cache rebuilds.
+--   log_from    the generation rag_text_changes is complete from: an older cache rebuilds;
+--   log_keep    how many generations the log keeps: once it holds twice as many, log_from
+--               moves up to the last log_keep and the rows below it go (a cache further
+--               behind rebuilds, which it would rather do than replay that much anyway).
 -- rag_text_changes says which chunks each generation added or removed. A chunk's `added` row
--- is dropped when it is removed (a cache that never saw it need not add it), so the log holds
--- one row per chunk added since log_from, plus the removals.
+-- is dropped when it is removed (a cache that never saw it need not add it).
 ALTER TABLE rag_text_stats
     ADD COLUMN generation bigint NOT NULL DEFAULT 0,
     ADD COLUMN cache_id uuid NOT NULL DEFAULT gen_random_uuid(),
-    ADD COLUMN log_from bigint NOT NULL DEFAULT 0;
+    ADD COLUMN log_from bigint NOT NULL DEFAULT 0,
+    ADD COLUMN log_keep bigint NOT NULL DEFAULT 100000 CHECK (log_keep > 0);
 
 CREATE TABLE rag_text_changes (
     generation bigint NOT NULL,
@@ -28,12 +31,18 @@ CREATE INDEX rag_text_changes_chunk_idx ON rag_text_changes (chunk_id) WHERE add
 CREATE FUNCTION rag_text_log(chunk_ids bigint[], added boolean) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
+    s rag_text_stats;
     g bigint;
 BEGIN
     IF coalesce(cardinality(chunk_ids), 0) = 0 THEN
         RETURN;
     END IF;
-    UPDATE rag_text_stats SET generation = generation + 1 RETURNING generation INTO g;
+    UPDATE rag_text_stats SET generation = generation + 1 RETURNING * INTO s;
+    g := s.generation;
+    IF g - s.log_from > 2 * s.log_keep THEN
+        UPDATE rag_text_stats SET log_from = g - s.log_keep;
+        DELETE FROM rag_text_changes WHERE generation < g - s.log_keep;
+    END IF;
     IF NOT added THEN
         DELETE FROM rag_text_changes WHERE chunk_id = ANY(chunk_ids) AND rag_text_changes.added;
     END IF;

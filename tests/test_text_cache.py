@@ -357,3 +357,30 @@ async def test_an_update_stopped_by_closing_leaves_a_usable_cache(cached_wb: Any
     assert (await cache.status())["state"] in ("missing", "current")
     assert (await cache.update()).startswith(("rebuilt", "current"))
     assert await text_path(cached_wb, "stopped build") == ("cache", ["stop"])
+
+
+async def test_the_log_keeps_its_last_generations_and_a_cache_behind_them_rebuilds(
+    cached_wb: Any,
+) -> None:
+    rag, cache, db = cached_wb.rag, cached_wb.text_cache, cached_wb.db
+    await rag.ingest_text("# P0\n\npangolin zero\n", source_key="p0")
+    await cache.update()
+    held = (await stats(cached_wb))["generation"]
+    async with db.connection() as conn:
+        await conn.execute("UPDATE rag_text_stats SET log_keep = 2")
+    for i in range(1, 6):
+        await rag.ingest_text(f"# P{i}\n\npangolin {i}\n", source_key=f"p{i}")
+    s = await stats(cached_wb)
+    # Five generations past the cache: over twice log_keep, so the log moved up past it, keeping
+    # between the last 2 and the last 4 generations.
+    assert s["generation"] == held + 5
+    assert held < s["generation"] - 4 <= s["log_from"] <= s["generation"] - 2
+    row = await db.fetchone("SELECT min(generation) AS g FROM rag_text_changes")
+    assert row["g"] >= s["log_from"]
+    assert await cache.update() == f"rebuilt {await chunk_count(cached_wb)}"  # it was behind
+    path, found = await text_path(cached_wb, "pangolin")
+    assert path == "cache" and sorted(found) == [f"p{i}" for i in range(6)]
+    await rag.ingest_text("# P6\n\npangolin six\n", source_key="p6")
+    assert await cache.update() == "updated 1"  # within the log again
+    async with db.connection() as conn:
+        await conn.execute("UPDATE rag_text_stats SET log_keep = 100000")
