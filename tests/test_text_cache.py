@@ -384,3 +384,30 @@ async def test_the_log_keeps_its_last_generations_and_a_cache_behind_them_rebuil
     assert await cache.update() == "updated 1"  # within the log again
     async with db.connection() as conn:
         await conn.execute("UPDATE rag_text_stats SET log_keep = 100000")
+
+
+async def test_a_cache_that_cannot_be_written_leaves_search_working(
+    cached_wb: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cached_wb.rag.ingest_text("# W\n\nunwritable okapi\n", source_key="w")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be\n")
+    background = TextCache(cached_wb.db, blocked, background=True)
+    cached_wb.rag.text_cache = background
+    try:
+        with caplog.at_level("WARNING", logger="core.text_cache"):
+            path, found = await text_path(cached_wb, "okapi")
+            assert background._update is not None
+            await background._update
+            assert path != "cache" and found == ["w"]
+            assert background.last_error is not None
+            assert [r.getMessage() for r in caplog.records] == [
+                f"text cache not updated (searches read the postings): {background.last_error}"
+            ]
+            # Not retried at once: the next searches read the postings without a new attempt.
+            first = background._update
+            assert await text_path(cached_wb, "okapi") == (path, ["w"])
+            assert background._update is first
+    finally:
+        cached_wb.rag.text_cache = cached_wb.text_cache
+        await background.close()
