@@ -148,6 +148,7 @@ class TextCache:
         self.min_filtered = min_filtered
         self.background = background  # update in the background when a search finds it stale
         self._index: TantivyIndex | None = None
+        self._retired: set[Path] = set()  # folders of indexes the store has replaced
         self._update: asyncio.Task[None] | None = None
         self._failed_at = 0.0
         self._stopping = False
@@ -165,7 +166,8 @@ class TextCache:
         `state` (then the caller reads the postings; an update may be started)."""
         index = self._index
         if index is None or index.path != self.folder(state.cache_id):
-            # Not opened yet here: another process may have built it.
+            # Not opened yet here (another process may have built it), or of an older index.
+            self._retire(index)
             index = self._index = await asyncio.to_thread(self._open_existing, state.cache_id)
         if index is not None and index.generation != state.generation:
             # Another process may have brought it up to date: a cheap reload tells.
@@ -254,6 +256,7 @@ class TextCache:
             with self._locked(path) as locked:
                 if not locked:
                     return "busy"
+                self._retire(self._index)
                 index = await asyncio.to_thread(self._open, path)
                 self._index = index
                 if index.generation == state.generation:
@@ -277,7 +280,23 @@ class TextCache:
                     raise
                 index.generation = await asyncio.to_thread(index.read_generation)
         self.last_error = None
+        await asyncio.to_thread(self._remove_retired, path)
         return f"{'rebuilt' if full else 'updated'} {done}"
+
+    def _retire(self, index: TantivyIndex | None) -> None:
+        """Remember a folder this process used for an index the store no longer has (after
+        `qwb reindex --text`): removed once the new one is committed."""
+        if index is not None:
+            self._retired.add(index.path)
+
+    def _remove_retired(self, current: Path) -> None:
+        """Delete retired folders (a process still reading one keeps its open files)."""
+        for path in self._retired - {current}:
+            with self._locked(path) as locked:
+                if locked:
+                    shutil.rmtree(path, ignore_errors=True)
+            path.with_name(path.name + ".lock").unlink(missing_ok=True)
+        self._retired &= {current}
 
     def _open(self, path: Path) -> TantivyIndex:
         """The index at `path`; an unreadable one is removed and started afresh."""

@@ -191,6 +191,9 @@ async def test_a_cache_behind_a_rebuild_or_the_log_is_rebuilt(cached_wb: Any) ->
     assert cache.folder(str((await stats(cached_wb))["cache_id"])).is_dir()
     assert await text_path(cached_wb, "certmonger") == ("cache", ["c"])
     assert old["cache_id"] != (await stats(cached_wb))["cache_id"]
+    # The folder of the replaced index went once the new one was committed.
+    gone = cache.folder(str(old["cache_id"]))
+    assert not gone.exists() and not gone.with_name(gone.name + ".lock").exists()
 
     # The log no longer reaches back to the cache's generation (as after pruning it).
     await rag.ingest_text("# More\n\nmore text\n", source_key="m")
