@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,6 @@ from app.cli_common import (
     progress_bar,
     run_workbench,
 )
-
-log = logging.getLogger(__name__)
 
 DOC_TYPE_HELP = (
     "adr, provider_doc, dag, troubleshooting, guide, policy, example, api_doc, readme, "
@@ -62,13 +59,9 @@ async def ingest_with_progress(wb: Any, paths: list[Path], show: bool, **kwargs:
 
 async def keep_text_cache(wb: Any) -> None:
     """Bring a text cache this store already has up to date after a change (the next
-    one-shot search can then use it). A failure leaves it stale: searches read the postings."""
-    if wb.text_cache is None:
-        return
-    try:
+    one-shot search can then use it)."""
+    if wb.text_cache is not None:
         await wb.text_cache.update_if_kept()
-    except Exception as exc:  # the cache is optional; the ingest itself succeeded
-        log.warning("text cache not updated (searches read the postings): %s", exc)
 
 
 @click.command("ingest")

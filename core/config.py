@@ -56,7 +56,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "bm25_proven": 20,  # text candidates whose rank is proved (the rest: best scored so far)
         "filter_exact_max_chunks": 20_000,  # filters leaving at most this many: both sides exact
         # The text cache (core.text_cache): a tantivy index of the postings beside the database
-        # that names unfiltered searches' text candidates; kept current by the TUI, MCP and serve.
+        # that names text candidates (unfiltered, or large filters); kept current by the TUI,
+        # MCP and serve.
         "text_cache": True,
         "text_cache_depth": 200,  # candidates it names, each then scored exactly
         "text_cache_min_filtered": 5_000,  # filters leaving fewer chunks: all scored exactly

@@ -232,18 +232,25 @@ class TextCache:
         except UpdateStopped:
             log.info("text cache update stopped: the process is closing")
         except Exception as exc:  # the cache is optional: searches read the postings
-            self._failed_at = time.monotonic()
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("text cache not updated (searches read the postings): %s", self.last_error)
+            self._note_failure(exc)
+
+    def _note_failure(self, exc: Exception) -> None:
+        self._failed_at = time.monotonic()
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("text cache not updated (searches read the postings): %s", self.last_error)
 
     async def update_if_kept(self) -> str | None:
         """Update the cache when this store has one (a one-shot command after an ingest: the
         next one-shot search uses it); None when there is none to keep (building one is the
-        long-running front ends' work)."""
+        long-running front ends' work). A failure is logged: the cache stays stale."""
         row = await self.db.fetchone(STATE_SQL)
         if row is None or not self.folder(str(row["cache_id"])).is_dir():
             return None
-        return await self.update()
+        try:
+            return await self.update()
+        except Exception as exc:  # the change itself succeeded; searches read the postings
+            self._note_failure(exc)
+            return None
 
     async def update(self) -> str:
         """Make the cache hold what the database holds now; returns what it did: "current",
