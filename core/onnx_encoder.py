@@ -28,7 +28,7 @@ def cpu_count() -> int:
 class OnnxEncoder:
     """One ONNX Runtime session over an exported model (the caller serialises `encode` calls)."""
 
-    def __init__(self, model: OnnxModel, threads: int = 0) -> None:
+    def __init__(self, model: OnnxModel, threads: int = 0, *, spinning: bool = True) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -37,8 +37,11 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only: nothing on stdout/stderr in normal use
-        # Intra-op spinning stays on (ORT's default, bounded): turning it off cost ~20% of
-        # ingest throughput on 2 cores (benchmarks/embed_bench.py).
+        # Intra-op threads spin between ops by default: that keeps ingest ~20% faster on 2 cores
+        # (benchmarks/embed_bench.py), but steals the CPU a search's database side needs
+        # while its question is embedded (`spinning=False` for questions, core.embeddings).
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(model.onnx_file), options, providers=["CPUExecutionProvider"]
         )

@@ -51,6 +51,34 @@ async def test_onnx_and_torch_give_the_same_vectors_on_real_text() -> None:
     assert onnx.model_name == torch.model_name  # one model id: stores need no reindex
 
 
+async def test_questions_have_a_session_of_their_own_that_never_waits_for_a_batch() -> None:
+    import asyncio
+
+    from core.embeddings import LocalEmbedder
+
+    embedder = LocalEmbedder(backend="onnx", cache_size=0)
+    assert not embedder.loaded
+    await embedder.warm_up()  # what a search needs: the question session only
+    assert embedder.loaded and embedder._encoder is None
+    question = "which playbook configures the kvm host bridge?"
+    asked = await embedder.embed_query(question)
+    stored = (await embedder.embed_documents([question]))[0]
+    assert embedder._encoder is not embedder._query_encoder
+    assert float(asked @ stored) >= 0.99999  # the same model, the same vector
+    # Its threads do not spin between ops (they would take the CPU the database side needs);
+    # the documents' session keeps ONNX Runtime's default.
+    spin = "session.intra_op.allow_spinning"
+    assert (
+        embedder._query_encoder.session.get_session_options().get_session_config_entry(spin) == "0"
+    )
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # the default
+        embedder._encoder.session.get_session_options().get_session_config_entry(spin)
+    # A question while a batch holds the documents' session: answered, not queued behind it.
+    with embedder._encode_lock:
+        again = await asyncio.wait_for(embedder.embed_query(question + " now"), 120)
+    assert again.shape == (384,)
+
+
 def _run(command: list[str], env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True,
