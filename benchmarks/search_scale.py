@@ -35,7 +35,7 @@ import scale_corpus  # noqa: E402
 from core.bm25 import TOKENS_SQL, bm25_top, has_operators, query_terms_text, select_terms  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Workbench  # noqa: E402
-from core.search import SearchFilters  # noqa: E402
+from core.search_filters import SearchFilters  # noqa: E402
 
 LOAD_BATCH = 20_000
 
@@ -198,7 +198,8 @@ async def recall_at_10(wb: Workbench, vector: Any, got: list[int], runbooks: boo
 
 
 async def vector_side_top10(wb: Workbench, vector: Any, runbooks: bool) -> list[int]:
-    from core.search import filter_leaves_few, vector_candidates
+    from core.search import vector_candidates
+    from core.search_filters import filter_leaves_few
 
     filters = SearchFilters(doc_types=("runbook",)) if runbooks else SearchFilters()
     sql, params = filters.sql()

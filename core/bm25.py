@@ -34,6 +34,16 @@ class Bm25Settings:
 
 
 @dataclass(frozen=True)
+class FilterSize:
+    """What a filter leaves: `documents` (counted up to a cap + 1) and their `chunks` (by
+    rag_documents.chunk_count); `more`: it leaves more documents than were counted."""
+
+    documents: int
+    chunks: int
+    more: bool = False
+
+
+@dataclass(frozen=True)
 class Bm25Hit:
     chunk_id: int
     score: float
@@ -225,19 +235,20 @@ async def bm25_top(
     filter_sql: str = "TRUE",
     filter_params: dict[str, Any] | None = None,
     few_pass_filter: bool = False,
-    filtered_chunks: int | None = None,
+    filter_size: FilterSize | None = None,
     settings: Bm25Settings = Bm25Settings(),
     cache: TextCache | None = None,
 ) -> Bm25Result:
     """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
     and d); `few_pass_filter`: the filter leaves few chunks (`filtered_chunks` of them, when
-    counted), score them all, from whichever side reads less. With
+    counted, of `filtered_documents` documents), score them all, from whichever side reads
+    less. With
     `settings.proven` below k only that many leading hits are proved (fewer rounds); the others
     are the best of the chunks scored on the way, exact scores that a deeper read may outrank.
     Unfiltered, or under a filter (over documents `d` only) leaving at least
     `cache.min_filtered` chunks, `cache` (when it holds this snapshot's index) names the
-    candidates, scored exactly here; they are the best k unless tantivy's BM25 (its own k1
-    and b) ranked one below its depth.
+    candidates (`cache_candidates`), scored exactly here; they are the best k unless tantivy's
+    BM25 (its own k1 and b) ranked one below its depth.
     Run it inside one transaction with a snapshot (REPEATABLE READ) for consistency."""
     cur = await conn.execute(TOKENS_SQL, {"text": query_terms_text(query)}, prepare=True)
     terms = list(select_terms(await cur.fetchall()).items())
@@ -265,21 +276,20 @@ async def bm25_top(
     if (
         cache is not None
         and match == "TRUE"
-        and (not filtered or (filtered_chunks or 0) >= cache.min_filtered)
+        and (not filtered or (filter_size is not None and filter_size.chunks >= cache.min_filtered))
     ):
         state = CacheState(str(stats["cache_id"]), int(stats["generation"]))
-
-        async def documents() -> list[str]:
-            cur = await conn.execute(FILTERED_DOCUMENTS_SQL.format(filters=filter_sql), params)
-            return [str(r["id"]) for r in await cur.fetchall()]
-
-        chunks = await cache.candidates(state, params["ids"], documents if filtered else None)
+        chunks = await cache_candidates(
+            conn, cache, state, params, filter_sql if filtered else None,
+            broad_depths(cache.depth, n, filter_size),
+        )  # fmt: skip
         if chunks is not None:
             cur = await conn.execute(CACHE_SQL, {**params, "chunks": chunks}, prepare=True)
             hits = [Bm25Hit(r["chunk_id"], float(r["score"])) for r in await cur.fetchall()]
             return Bm25Result(hits, False, 1, "cache", params)
     if few_pass_filter:
-        path = exact_path(filtered_chunks, len(terms), sum(df for _, df in terms))
+        counted = filter_size.chunks if filter_size is not None else None
+        path = exact_path(counted, len(terms), sum(df for _, df in terms))
         return await _exact(conn, params, filter_sql, match, path=path)
 
     # Impacts were stored with ref_avgdl; with another avgdl a tf part can grow by at most
@@ -346,8 +356,80 @@ async def apply_text_params(conn: Any, k1: float, b: float) -> bool:
 # 1M chunks (10k filtered, 2–5 terms, 30k–85k postings) probing took 71 / 93 ms p50 / p95
 # against 81 / 241 for the lists; at 100k (1k filtered) 8.6 / 14 against 11 / 26.
 PROBE_COST = 1
-# The documents a filter (over documents `d`, as SearchFilters.sql gives) leaves.
+# The documents a filter (over documents `d`, as SearchFilters.sql gives) leaves; which of
+# some documents pass it (primary-key probes).
 FILTERED_DOCUMENTS_SQL = "SELECT d.id FROM rag_documents d WHERE {filters}"
+PASSING_DOCUMENTS_SQL = (
+    "SELECT d.id FROM rag_documents d WHERE d.id = ANY(%(docs)s::uuid[]) AND {filters}"
+)
+# A broad filter reads the cache unfiltered, BROAD_MARGIN times deeper than the share of the
+# store it leaves, when that reads fewer candidates than BROAD_COST times its documents: at
+# 1M chunks, reading 2.5k candidates and checking their documents took ~6 µs a candidate
+# (16 ms), naming 9.9k documents to tantivy ~4.3 µs a document (42 ms).
+BROAD_MARGIN = 1.25
+BROAD_MAX_DEPTH = 10_000
+BROAD_COST = 0.7
+
+
+def broad_depths(depth: int, store_chunks: int, size: FilterSize | None) -> list[int]:
+    """How deep to read the cache without a filter, in turn, until `depth` of the chunks read
+    pass it (empty: name the filter's documents to tantivy instead). One
+    depth when the filter's share of the store is known; when only a lower bound is (`more`),
+    from `depth` itself up to the depth that bound asks for."""
+    if size is None or size.chunks <= 0:
+        return []
+    last = math.ceil(BROAD_MARGIN * depth * store_chunks / size.chunks)
+    if last > BROAD_MAX_DEPTH or last > size.documents * BROAD_COST:
+        return []
+    depths = []
+    if size.more:
+        step = math.ceil(BROAD_MARGIN * depth)
+        while step < last:
+            depths.append(step)
+            step *= 4
+    return [*depths, max(last, depth)]
+
+
+async def cache_candidates(
+    conn: Any,
+    cache: TextCache,
+    state: CacheState,
+    params: dict[str, Any],
+    filter_sql: str | None,
+    broad: Sequence[int] = (),
+) -> list[int] | None:
+    """The cache's candidate chunk ids for the question's terms `params["ids"]`, among the
+    chunks passing `filter_sql` when given (None: the cache does not hold this snapshot).
+
+    A broad filter (`broad` depths given, see `broad_depths`) reads the cache that deep
+    unfiltered and keeps the chunks whose documents pass: tantivy's scores do not depend on
+    the filter, so the first `cache.depth` passing are the filter's best, as naming its
+    documents gives. When fewer pass at every depth, tantivy is asked among the documents."""
+    ids = params["ids"]
+    if filter_sql is None:
+        found = await cache.candidates(state, ids)
+        return None if found is None else [c for c, _ in found]
+    for depth in broad:
+        found = await cache.candidates(state, ids, depth=depth)
+        if found is None:
+            return None
+        docs = list({d for _, d in found})
+        cur = await conn.execute(
+            PASSING_DOCUMENTS_SQL.format(filters=filter_sql), {**params, "docs": docs}
+        )
+        passing = {r["id"] for r in await cur.fetchall()}
+        chunks = [c for c, d in found if d in passing][: cache.depth]
+        if len(chunks) >= cache.depth or len(found) < depth:  # or every match was read
+            return chunks
+
+    async def documents() -> set[Any]:
+        cur = await conn.execute(FILTERED_DOCUMENTS_SQL.format(filters=filter_sql), params)
+        return {r["id"] for r in await cur.fetchall()}
+
+    found = await cache.candidates(state, ids, documents)
+    return None if found is None else [c for c, _ in found]
+
+
 # The text cache's candidates (core.text_cache), scored exactly; the best k in the usual order.
 CACHE_SQL = f"""
 WITH q AS (SELECT * FROM unnest(%(ids)s::int[], %(idf)s::float8[]) AS q(term_id, idf)),

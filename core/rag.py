@@ -22,14 +22,8 @@ from core.errors import DatabaseUnavailable, InputError, ModelMismatchError, Not
 from core.files import FileTooLarge, NotARegularFile, read_regular_file
 from core.redaction import redact, redact_counted, redact_locator, redact_tree
 from core.relevance import Relevance
-from core.search import (
-    SearchFilters,
-    SearchSettings,
-    SearchTimings,
-    glob_to_like,
-    hybrid_search,
-    source_filter_patterns,
-)
+from core.search import SearchSettings, SearchTimings, hybrid_search
+from core.search_filters import SearchFilters, glob_to_like, source_filter_patterns
 from core.text_cache import TextCache
 
 log = logging.getLogger(__name__)
@@ -696,7 +690,7 @@ class RagStore:
         """Hybrid search: HNSW cosine + BM25, fused (core.search); the hits, best first, with
         the verdict `weak` / `weak_reason` on whether they can answer the question.
 
-        `source` is a prefix or a glob (see `core.search.source_filter_patterns`). `mode`
+        `source` is a prefix or a glob (see `core.search_filters.source_filter_patterns`). `mode`
         "vector" or "text" runs one side only (for comparisons). Stage timings of the last
         call: `last_timings`."""
         query = (query or "").strip()

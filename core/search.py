@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
 from psycopg import sql
@@ -29,77 +26,11 @@ from core.relevance import (
     query_terms,
     retrieval_relevance,
 )
+from core.search_filters import SearchFilters, filter_size
 from core.text_cache import TextCache
 
 A = TypeVar("A")
 B = TypeVar("B")
-
-
-def glob_to_like(pattern: str) -> str:
-    """A shell-style glob as a LIKE pattern (* and ? wildcards; LIKE's own wildcards escaped)."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def source_filter_patterns(source: str | None) -> list[str] | None:
-    """LIKE patterns (a key matching any of them passes) for a source filter as operators type it.
-
-    A filter is a prefix, or a glob when it contains * or ?. An absolute path (or `~/…`) is
-    anchored at the start of the source key. Anything else may also start at a path segment,
-    so `adrs/`, `adrs/*` and `adrs/0049.md` (what the document list shows) find
-    `/srv/docs/adrs/0049.md`, while `note:` still finds `note:dns-fix`."""
-    text = source or ""
-    if not text.strip():
-        return None  # the key is kept as given otherwise: a key may hold spaces
-    if text.startswith("~"):
-        text = os.path.expanduser(text)
-    while text.startswith("./"):
-        text = text[2:]
-    like = glob_to_like(text)
-    if not any(ch in text for ch in "*?"):
-        like += "%"
-    if text.startswith("/") or like.startswith("%"):
-        return [like]
-    return [like, "%/" + like]
-
-
-def source_filter_sql(source: str | None) -> tuple[str, dict[str, Any]]:
-    """The user's source filter as SQL over documents `d` (see `source_filter_patterns`). The
-    one place that turns a source filter into SQL."""
-    patterns = source_filter_patterns(source)
-    if not patterns:
-        return "TRUE", {}
-    return "d.source_key LIKE ANY(%(f_source)s::text[])", {"f_source": patterns}
-
-
-@dataclass(frozen=True)
-class SearchFilters:
-    doc_types: tuple[str, ...] = ()
-    source: str | None = None
-    metadata: dict[str, Any] | None = None
-    updated_since: datetime | None = None
-
-    @property
-    def active(self) -> bool:
-        return bool(self.doc_types or self.source or self.metadata or self.updated_since)
-
-    def sql(self) -> tuple[str, dict[str, Any]]:
-        """A WHERE fragment over chunks `c` and documents `d`, and its parameters."""
-        clauses, params = [], {}
-        if self.doc_types:
-            clauses.append("d.doc_type = ANY(%(f_types)s)")
-            params["f_types"] = list(self.doc_types)
-        source_sql, source_params = source_filter_sql(self.source)
-        if source_params:
-            clauses.append(source_sql)
-            params.update(source_params)
-        if self.metadata:
-            clauses.append("d.metadata @> %(f_meta)s::jsonb")
-            params["f_meta"] = json.dumps(self.metadata)
-        if self.updated_since is not None:
-            clauses.append("d.updated_at >= %(f_since)s")
-            params["f_since"] = self.updated_since
-        return (" AND ".join(clauses) or "TRUE"), params
 
 
 FUSION_METHODS = ("rrf", "score")
@@ -263,12 +194,10 @@ async def hybrid_search(
         async with db.connection() as conn, conn.transaction():
             await conn.execute(READ_SNAPSHOT)
             cap = settings.exact_max_chunks
-            count = (
-                await filtered_count(conn, filter_sql, filter_params, cap)
-                if filters.active
-                else None
+            size = (
+                await filter_size(conn, filter_sql, filter_params, cap) if filters.active else None
             )
-            few = count is not None and count <= cap
+            few = size is not None and size.chunks <= cap and not size.more
             both_sides = use_vec and use_txt
             beside = shared_snapshot(db, conn) if both_sides else contextlib.nullcontext(conn)
             async with beside as vconn:
@@ -284,7 +213,7 @@ async def hybrid_search(
                         filter_sql=filter_sql,
                         filter_params=filter_params,
                         few_pass_filter=few,
-                        filtered_chunks=count,
+                        filter_size=size,
                         settings=settings.bm25,
                         cache=text_cache,
                     )
@@ -438,21 +367,6 @@ async def cosine_scores(conn: Any, vector: Any, ids: Sequence[int]) -> dict[int,
     )
     sims = {r["id"]: float(r["sim"]) for r in await cur.fetchall()}
     return {c: sims[c] for c in ids if c in sims}
-
-
-async def filtered_count(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> int:
-    """How many chunks pass the filters, counted up to cap + 1 (by index)."""
-    cur = await conn.execute(
-        "SELECT count(*) AS n FROM (SELECT 1 FROM rag_chunks c JOIN rag_documents d"
-        f" ON d.id = c.document_id WHERE {filter_sql} LIMIT %(f_cap)s) s",
-        {**params, "f_cap": cap + 1},
-    )
-    return int((await cur.fetchone())["n"])
-
-
-async def filter_leaves_few(conn: Any, filter_sql: str, params: dict[str, Any], cap: int) -> bool:
-    """Whether the filters leave at most `cap` chunks."""
-    return await filtered_count(conn, filter_sql, params, cap) <= cap
 
 
 # A filter that leaves few chunks: rank them all exactly (recall 1, cost bounded by the cap).

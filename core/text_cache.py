@@ -21,14 +21,15 @@ import fcntl
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1  # bump when TantivyIndex's schema or body() changes
+SCHEMA_VERSION = 2  # bump when TantivyIndex's schema or body() changes
 META_ID = -1  # the one document holding the generation the index was committed at
 RETRY_AFTER_S = 60.0  # after a failed update, searches read the postings this long
 BATCH = 5_000  # chunks read and added per step of an update
@@ -63,6 +64,20 @@ def token(term_id: int) -> str:
     return f"t{term_id}"
 
 
+def document_halves(document: uuid.UUID) -> tuple[int, int]:
+    """A document id as the index holds it: its 16 bytes as two signed 64-bit integers. The
+    first is indexed for filters: tantivy reads a set of integer terms ~3x faster than one of
+    uuid strings (3 against 8.5 ms for 1000 documents)."""
+    raw = document.bytes
+    return int.from_bytes(raw[:8], "big", signed=True), int.from_bytes(raw[8:], "big", signed=True)
+
+
+def document_of(high: int, low: int) -> uuid.UUID:
+    return uuid.UUID(
+        bytes=high.to_bytes(8, "big", signed=True) + low.to_bytes(8, "big", signed=True)
+    )
+
+
 def body(terms: Sequence[int], tfs: Sequence[int]) -> str:
     """A chunk as tantivy sees it: each term's token `tf` times (its length is the chunk's)."""
     return " ".join(" ".join([token(t)] * f) for t, f in zip(terms, tfs, strict=True))
@@ -90,8 +105,9 @@ class TantivyIndex:
         self.tantivy = tantivy
         builder = tantivy.SchemaBuilder()
         builder.add_integer_field("id", stored=True, indexed=True, fast=True)
-        # the chunk's document id, for filters on documents
-        builder.add_text_field("document", tokenizer_name="raw", index_option="basic")
+        # the chunk's document id (document_halves), for filters on documents
+        builder.add_integer_field("document", indexed=True, fast=True)
+        builder.add_integer_field("document_low", fast=True)
         builder.add_text_field("body", tokenizer_name="whitespace", index_option="freq")
         builder.add_integer_field("generation", stored=True)
         self.schema = builder.build()
@@ -117,11 +133,11 @@ class TantivyIndex:
         term_ids: Sequence[int],
         depth: int,
         generation: int,
-        documents: Sequence[str] | None = None,
-    ) -> list[int] | None:
-        """Chunk ids of the `depth` best chunks for the terms (tantivy's own BM25), among the
-        chunks of `documents` when given; None unless the searcher holds `generation` (the
-        reader may have reloaded a newer commit meanwhile)."""
+        documents: Collection[uuid.UUID] | None = None,
+    ) -> list[tuple[int, uuid.UUID]] | None:
+        """(chunk id, document id) of the `depth` best chunks for the terms (tantivy's own
+        BM25), among the chunks of `documents` when given; None unless the searcher holds
+        `generation` (the reader may have reloaded a newer commit meanwhile)."""
         searcher = self.index.searcher()
         if self.generation_of(searcher) != generation:
             return None
@@ -130,10 +146,20 @@ class TantivyIndex:
             [(t.Occur.Should, t.Query.term_query(self.schema, "body", token(i))) for i in term_ids]
         )
         if documents is not None:
-            within = t.Query.term_set_query(self.schema, "document", list(documents))
+            highs = sorted({document_halves(d)[0] for d in documents})
+            within = t.Query.term_set_query(self.schema, "document", highs)
             query = t.Query.boolean_query([(t.Occur.Must, within), (t.Occur.Must, query)])
-        hits = searcher.search(query, depth, count=False).hits
-        return [int(v) for v in searcher.fast_field_values("id", [a for _, a in hits])]
+        addresses = [a for _, a in searcher.search(query, depth, count=False).hits]
+        found = zip(
+            searcher.fast_field_values("id", addresses),
+            searcher.fast_field_values("document", addresses),
+            searcher.fast_field_values("document_low", addresses),
+            strict=True,
+        )
+        pairs = [(int(c), document_of(high, low)) for c, high, low in found]
+        if documents is not None:  # another document sharing the first 8 bytes of its id
+            pairs = [(c, d) for c, d in pairs if d in documents]
+        return pairs
 
 
 class TextCache:
@@ -159,11 +185,13 @@ class TextCache:
         self,
         state: CacheState,
         term_ids: Sequence[int],
-        documents: Callable[[], Awaitable[list[str]]] | None = None,
-    ) -> list[int] | None:
-        """The best `depth` chunk ids for the terms (among the chunks of the documents that
-        `documents` lists, when given), or None when the cache does not hold the snapshot
-        `state` (then the caller reads the postings; an update may be started)."""
+        documents: Callable[[], Awaitable[Collection[uuid.UUID]]] | None = None,
+        depth: int | None = None,
+    ) -> list[tuple[int, uuid.UUID]] | None:
+        """(chunk id, document id) of the best `depth` (default: the cache's) chunks for the
+        terms, among the chunks of the documents that `documents` lists when given; None when
+        the cache does not hold the snapshot `state` (then the caller reads the postings; an
+        update may be started)."""
         index = self._index
         if index is None or index.path != self.folder(state.cache_id):
             # Not opened yet here (another process may have built it), or of an older index.
@@ -177,7 +205,9 @@ class TextCache:
                 self.start_update()
             return None
         within = await documents() if documents is not None else None
-        found = await asyncio.to_thread(index.top, term_ids, self.depth, state.generation, within)
+        found = await asyncio.to_thread(
+            index.top, term_ids, depth or self.depth, state.generation, within
+        )
         if found is None:  # another process committed since: reload on the next search
             index.generation = None
         return found
@@ -297,12 +327,15 @@ class TextCache:
             self._retired.add(index.path)
 
     def _remove_retired(self, current: Path) -> None:
-        """Delete retired folders (a process still reading one keeps its open files)."""
-        for path in self._retired - {current}:
+        """Delete retired folders, and this store's folders of older schema versions (a process
+        still reading one keeps its open files)."""
+        cache_id = current.name.rsplit(".v", 1)[0]
+        older = {p for p in self.root.glob(f"{cache_id}.v*") if p.is_dir() and p != current}
+        for path in (self._retired | older) - {current}:
             with self._locked(path) as locked:
                 if locked:
                     shutil.rmtree(path, ignore_errors=True)
-            path.with_name(path.name + ".lock").unlink(missing_ok=True)
+                    path.with_name(path.name + ".lock").unlink(missing_ok=True)
         self._retired &= {current}
 
     def _open(self, path: Path) -> TantivyIndex:
@@ -345,8 +378,11 @@ class TextCache:
         document = self._index.tantivy.Document if self._index else None
         assert document is not None
         for r in rows:
-            text, doc = body(r["terms"], r["tfs"]), str(r["document_id"])
-            writer.add_document(document(id=r["chunk_id"], document=doc, body=text))
+            high, low = document_halves(r["document_id"])
+            text = body(r["terms"], r["tfs"])
+            writer.add_document(
+                document(id=r["chunk_id"], document=high, document_low=low, body=text)
+            )
 
     @staticmethod
     def _commit(index: TantivyIndex, writer: Any, generation: int) -> None:

@@ -271,16 +271,21 @@ async def test_filters_apply_to_the_text_side_and_still_return_k(fresh_wb: Any) 
     # The exhaustive scoring of a filter that leaves few chunks joins each of the terms'
     # postings to its chunk (count unknown), probes chunk by chunk (few chunks) or hash-joins
     # the filtered chunks with the terms' lists: all give the same scores in the same order.
-    from core.search import SearchFilters
+    from core.bm25 import FilterSize
+    from core.search_filters import SearchFilters
 
     for filters in (SearchFilters(doc_types=("runbook",)), SearchFilters(source="guide:0*")):
         sql, params = filters.sql()
         got = {}
-        for count, path in ((None, "join"), (0, "probe"), (10_000, "lists")):
+        for size, path in (
+            (None, "join"),
+            (FilterSize(0, 0), "probe"),
+            (FilterSize(9, 10_000), "lists"),
+        ):
             async with fresh_wb.db.connection() as conn, conn.transaction():
                 result = await bm25_top(
                     conn, "renew the certificate", k=20, filter_sql=sql, filter_params=params,
-                    few_pass_filter=True, filtered_chunks=count,
+                    few_pass_filter=True, filter_size=size,
                 )  # fmt: skip
             assert result.path == f"exact ({path})" and result.hits
             got[path] = [(h.chunk_id, round(h.score, 9)) for h in result.hits]

@@ -114,7 +114,7 @@ async def indexed(wb: Any, lexeme: str) -> list[int]:
     index = TantivyIndex(wb.text_cache.folder(str(state["cache_id"])))  # as committed
     found = index.top([row["id"]], 100, state["generation"])
     assert found is not None, "the cache does not hold the database's generation"
-    return sorted(found)
+    return sorted(chunk for chunk, _ in found)
 
 
 async def chunks_of(wb: Any, source_key: str) -> list[int]:
@@ -414,3 +414,23 @@ async def test_a_cache_that_cannot_be_written_leaves_search_working(
     finally:
         cached_wb.rag.text_cache = cached_wb.text_cache
         await background.close()
+
+
+async def test_a_cache_of_an_older_schema_version_is_replaced_and_removed(cached_wb: Any) -> None:
+    from core.text_cache import SCHEMA_VERSION
+
+    cache = cached_wb.text_cache
+    await cached_wb.rag.ingest_text("# V\n\nversioned words\n", source_key="v")
+    cache_id = str((await stats(cached_wb))["cache_id"])
+    older = cache.root / f"{cache_id}.v{SCHEMA_VERSION - 1}"
+    older.mkdir(parents=True)
+    (older / "meta.json").write_text("{}")  # what an earlier qwb left
+    older.with_name(older.name + ".lock").touch()
+    other_store = cache.root / "0e60caae-0d34-4681-ba9b-c2946076f0fa.v1"
+    other_store.mkdir()
+    assert (await cache.update()).startswith("rebuilt")
+    assert cache.folder(cache_id).name == f"{cache_id}.v{SCHEMA_VERSION}"
+    assert cache.folder(cache_id).is_dir() and not older.exists()
+    assert not older.with_name(older.name + ".lock").exists()
+    assert other_store.is_dir()  # another store's folder is not this process's to remove
+    assert await text_path(cached_wb, "versioned words") == ("cache", ["v"])
