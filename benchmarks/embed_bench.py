@@ -105,6 +105,7 @@ async def ingest_rate(backend: str, docs_dir: Path, data_dir: Path, tmp: Path) -
     wb = await Workbench.open(config)
     try:
         await wb.embedder.warm_up()
+        await wb.embedder.embed_documents(["warm up"])  # the documents' session (not timed)
         started = time.perf_counter()
         report = await wb.rag.ingest_paths([docs_dir])
         seconds = time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -268,6 +269,40 @@ def _summary(row: dict[str, Any]) -> DocumentSummary:
     )
 
 
+class _Pipeline:
+    """Ingest batches as a pipeline: a batch is embedded while the one before it is written
+    (the database's work overlaps the model's), writes staying in order. Leaving the block
+    waits for the last write; an error or a cancellation cancels it (its transaction rolls
+    back: whole documents only)."""
+
+    def __init__(self, store: RagStore, report: IngestReport) -> None:
+        self.store, self.report = store, report
+        self.writing: asyncio.Task[None] | None = None
+
+    async def flush(self, batch: list[_Pending]) -> None:
+        vectors = await self.store._embed_batch(batch, self.report) if batch else None
+        await self.drain()
+        if batch and vectors is not None:
+            write = self.store._write_batch(batch, vectors, self.report)
+            self.writing = asyncio.get_running_loop().create_task(write)
+
+    async def drain(self) -> None:
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            await writing
+
+    async def __aenter__(self) -> _Pipeline:
+        return self
+
+    async def __aexit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if kind is None:
+            await self.drain()
+        elif self.writing is not None:
+            self.writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # the error raised
+                await self.writing
+
+
 class RagStore:
     def __init__(
         self,
@@ -434,11 +469,19 @@ class RagStore:
                           redactions=pending.redactions)  # fmt: skip
 
     async def _flush(self, batch: list[_Pending], report: IngestReport) -> None:
-        if not batch:
-            return
+        if batch:
+            await self._write_batch(batch, await self._embed_batch(batch, report), report)
+
+    async def _embed_batch(self, batch: list[_Pending], report: IngestReport) -> np.ndarray:
         texts = [c.embedding_text() for p in batch for c in p.chunks]
         vectors = await self.embedder.embed_documents(texts)
         report.chunks_embedded += len(texts)
+        return vectors
+
+    async def _write_batch(
+        self, batch: list[_Pending], vectors: np.ndarray, report: IngestReport
+    ) -> None:
+        """Write each document of an embedded batch, in order, in its own transaction."""
         offset = 0
         for pending in batch:
             n = len(pending.chunks)
@@ -541,6 +584,25 @@ class RagStore:
         await self.check_model()
         files = await asyncio.to_thread(self.expand_paths, [Path(p) for p in paths])
         report = IngestReport()
+        async with _Pipeline(self, report) as pipeline:
+            await self._ingest_files(files, pipeline, report, doc_type, metadata, metadata_for,
+                                     progress, batch_chunks, redact)  # fmt: skip
+        if progress is not None and files:
+            progress(IngestProgress(len(files), len(files), "", report))
+        return report
+
+    async def _ingest_files(
+        self,
+        files: list[Path],
+        pipeline: _Pipeline,
+        report: IngestReport,
+        doc_type: str | None,
+        metadata: dict[str, Any] | None,
+        metadata_for: Callable[[Path, str], dict[str, Any]] | None,
+        progress: Callable[[IngestProgress], None] | None,
+        batch_chunks: int,
+        redact: bool,
+    ) -> None:
         batch: list[_Pending] = []
         pending_chunks = 0
         for done, path in enumerate(files, start=1):
@@ -572,14 +634,11 @@ class RagStore:
                     batch.append(prepared)
                     pending_chunks += len(prepared.chunks)
             if pending_chunks >= batch_chunks:
-                await self._flush(batch, report)
+                await pipeline.flush(batch)
                 batch, pending_chunks = [], 0
             if progress is not None:
                 progress(IngestProgress(done, len(files), str(path), report))
-        await self._flush(batch, report)
-        if progress is not None and files:
-            progress(IngestProgress(len(files), len(files), "", report))
-        return report
+        await pipeline.flush(batch)
 
     # ----------------------------------------------------------------- documents
     async def _resolve(self, ref: str) -> dict[str, Any]:

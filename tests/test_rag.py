@@ -33,6 +33,47 @@ async def test_ingest_is_idempotent_and_costs_no_embedding(workbench: Any) -> No
     assert workbench.embedder.texts_embedded == before
 
 
+async def test_ingest_embeds_a_batch_while_the_one_before_is_written_in_order(
+    workbench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    rag = workbench.rag
+    for i in range(6):
+        (tmp_path / f"p{i}.md").write_text(f"# Pipe {i}\n\nPipelined ingest note number {i}.\n")
+    embedding_next = asyncio.Event()
+    batches: list[list[str]] = []
+    written: list[str] = []
+    embed_batch, write = rag._embed_batch, rag._write
+
+    async def embed(batch: Any, report: Any) -> Any:
+        batches.append([Path(p.source_key).name for p in batch])
+        if len(batches) == 2:
+            embedding_next.set()
+        return await embed_batch(batch, report)
+
+    async def write_one(pending: Any, vectors: Any) -> Any:
+        name = Path(pending.source_key).name
+        if len(written) == 0:  # the first batch's write waits until the second is embedding
+            await asyncio.wait_for(embedding_next.wait(), 120)
+        written.append(name)
+        if name == "p3.md":
+            raise ValueError("a bad document")  # reported; the other documents go on
+        return await write(pending, vectors)
+
+    monkeypatch.setattr(rag, "_embed_batch", embed)
+    monkeypatch.setattr(rag, "_write", write_one)
+    report = await rag.ingest_paths([tmp_path], batch_chunks=2)
+    assert batches == [["p0.md", "p1.md"], ["p2.md", "p3.md"], ["p4.md", "p5.md"]]
+    assert written == [f"p{i}.md" for i in range(6)]  # in order, one batch after the other
+    status = {Path(item.source_key).name: item.status for item in report.items}
+    assert status == {**{f"p{i}.md": "added" for i in (0, 1, 2, 4, 5)}, "p3.md": "failed"}
+    rows = await workbench.db.fetchall(
+        "SELECT count(*) AS n FROM rag_documents WHERE source_key LIKE %s", (f"{tmp_path}/%",)
+    )
+    assert rows[0]["n"] == 5
+
+
 async def test_update_replaces_all_chunks(workbench: Any) -> None:
     rag = workbench.rag
     old = "# Old\n\n" + "\n\n".join(f"Paragraph {i} mentions zebrafish{i}." for i in range(40))
