@@ -240,9 +240,8 @@ async def bm25_top(
     cache: TextCache | None = None,
 ) -> Bm25Result:
     """The k best chunks by BM25 for `query` among those passing `filter_sql` (over aliases c
-    and d); `few_pass_filter`: the filter leaves few chunks (`filtered_chunks` of them, when
-    counted, of `filtered_documents` documents), score them all, from whichever side reads
-    less. With
+    and d); `few_pass_filter`: the filter leaves few chunks (`filter_size` says how many,
+    when counted), score them all, from whichever side reads less. With
     `settings.proven` below k only that many leading hits are proved (fewer rounds); the others
     are the best of the chunks scored on the way, exact scores that a deeper read may outrank.
     Unfiltered, or under a filter (over documents `d` only) leaving at least
@@ -373,9 +372,9 @@ BROAD_COST = 0.7
 
 def broad_depths(depth: int, store_chunks: int, size: FilterSize | None) -> list[int]:
     """How deep to read the cache without a filter, in turn, until `depth` of the chunks read
-    pass it (empty: name the filter's documents to tantivy instead). One
-    depth when the filter's share of the store is known; when only a lower bound is (`more`),
-    from `depth` itself up to the depth that bound asks for."""
+    pass it (empty: name the filter's documents to tantivy instead). One depth when the
+    filter's share of the store is known; when only a lower bound is (`more`), from
+    BROAD_MARGIN x `depth` up, x4 a step, to the depth that bound asks for."""
     if size is None or size.chunks <= 0:
         return []
     last = math.ceil(BROAD_MARGIN * depth * store_chunks / size.chunks)
