@@ -33,45 +33,69 @@ async def test_ingest_is_idempotent_and_costs_no_embedding(workbench: Any) -> No
     assert workbench.embedder.texts_embedded == before
 
 
-async def test_ingest_embeds_a_batch_while_the_one_before_is_written_in_order(
-    workbench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_ingest_goes_on_while_a_batch_is_written_and_a_cancel_leaves_no_part(
+    workbench: Any, tmp_path: Path
 ) -> None:
     import asyncio
 
-    rag = workbench.rag
+    rag, db = workbench.rag, workbench.db
+    folder = tmp_path / "cancelled"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"c{i}.md").write_text(f"# Cancel {i}\n\nPipelined ingest note {i}.\n")
+    before = workbench.embedder.texts_embedded
+    ingest: asyncio.Task[Any] | None = None
+
+    def progress(step: Any) -> None:
+        if step.done == 2 and ingest is not None:  # the first batch is embedded and writing
+            ingest.cancel()
+
+    async with db.connection() as lock_conn, lock_conn.transaction(force_rollback=True):
+        # The text index's writer lock: the first batch's write blocks inside its transaction.
+        await lock_conn.execute("SELECT 1 FROM rag_text_stats FOR UPDATE")
+        ingest = asyncio.create_task(rag.ingest_paths([folder], batch_chunks=2, progress=progress))
+        # Without the pipeline the ingest would wait on the blocked write and never report
+        # the second file: the guard below would expire instead.
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(ingest, 120)
+    assert workbench.embedder.texts_embedded - before == 2  # the first batch, no more
+    rows = await db.fetchall(
+        "SELECT count(*) AS n FROM rag_documents WHERE source_key LIKE %s", (f"{folder}/%",)
+    )
+    assert rows[0]["n"] == 0  # the cancelled write rolled back whole
+
+
+async def test_ingest_writes_batches_in_order_and_reports_a_failed_document(
+    workbench: Any, tmp_path: Path
+) -> None:
+    rag, db = workbench.rag, workbench.db
+    folder = tmp_path / "ordered"
+    folder.mkdir()
     for i in range(6):
-        (tmp_path / f"p{i}.md").write_text(f"# Pipe {i}\n\nPipelined ingest note number {i}.\n")
-    embedding_next = asyncio.Event()
-    batches: list[list[str]] = []
-    written: list[str] = []
-    embed_batch, write = rag._embed_batch, rag._write
-
-    async def embed(batch: Any, report: Any) -> Any:
-        batches.append([Path(p.source_key).name for p in batch])
-        if len(batches) == 2:
-            embedding_next.set()
-        return await embed_batch(batch, report)
-
-    async def write_one(pending: Any, vectors: Any) -> Any:
-        name = Path(pending.source_key).name
-        if len(written) == 0:  # the first batch's write waits until the second is embedding
-            await asyncio.wait_for(embedding_next.wait(), 120)
-        written.append(name)
-        if name == "p3.md":
-            raise ValueError("a bad document")  # reported; the other documents go on
-        return await write(pending, vectors)
-
-    monkeypatch.setattr(rag, "_embed_batch", embed)
-    monkeypatch.setattr(rag, "_write", write_one)
-    report = await rag.ingest_paths([tmp_path], batch_chunks=2)
-    assert batches == [["p0.md", "p1.md"], ["p2.md", "p3.md"], ["p4.md", "p5.md"]]
-    assert written == [f"p{i}.md" for i in range(6)]  # in order, one batch after the other
+        (folder / f"p{i}.md").write_text(f"# Pipe {i}\n\nPipelined ingest note number {i}.\n")
+    async with db.transaction() as conn:  # the database refuses one document
+        await conn.execute(
+            "CREATE FUNCTION refuse_p3() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER refuse_p3 BEFORE INSERT ON rag_documents FOR EACH ROW"
+            " WHEN (NEW.source_key LIKE '%%/ordered/p3.md') EXECUTE FUNCTION refuse_p3()"
+        )
+    try:
+        report = await rag.ingest_paths([folder], batch_chunks=2)
+    finally:
+        async with db.transaction() as conn:
+            await conn.execute("DROP TRIGGER refuse_p3 ON rag_documents")
+            await conn.execute("DROP FUNCTION refuse_p3()")
     status = {Path(item.source_key).name: item.status for item in report.items}
     assert status == {**{f"p{i}.md": "added" for i in (0, 1, 2, 4, 5)}, "p3.md": "failed"}
-    rows = await workbench.db.fetchall(
-        "SELECT count(*) AS n FROM rag_documents WHERE source_key LIKE %s", (f"{tmp_path}/%",)
+    rows = await db.fetchall(
+        "SELECT source_key FROM rag_documents WHERE source_key LIKE %s ORDER BY created_at, id",
+        (f"{folder}/%",),
     )
-    assert rows[0]["n"] == 5
+    # One transaction per document, one after the other, in the order of the files.
+    assert [Path(r["source_key"]).name for r in rows] == [f"p{i}.md" for i in (0, 1, 2, 4, 5)]
 
 
 async def test_update_replaces_all_chunks(workbench: Any) -> None:
