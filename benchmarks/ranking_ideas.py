@@ -12,6 +12,7 @@ Each idea changes one thing:
 
     export XDG_DATA_HOME=/tmp/me/data          # a private store holding the shared corpus
     .venv/bin/python benchmarks/ranking_ideas.py            # tuning half (held-out: --half heldout)
+    .venv/bin/python benchmarks/ranking_ideas.py --combinations   # the cheap ideas mixed
 
 Sentences, headings and vocabulary are embedded once and cached under --cache. Prints a Markdown
 table; nothing is asserted.
@@ -181,10 +182,53 @@ async def signals(wb: Any, c: Corpus, cache: Path) -> Signals:
     return s
 
 
+def one_at_a_time(s: Signals) -> list[tuple[str, Ranker]]:
+    variants: list[tuple[str, Ranker]] = []
+    for beta, m in ((0.3, 5), (1.0, 3), (1.0, 5)):
+        variants.append((f"PRF: vector + {beta} x mean of top {m}", ranker(s, prf=(beta, m))))
+    for w in (0.1, 0.3):
+        variants.append((f"document: + {w} x second chunk", ranker(s, second=w)))
+    for w in (0.1, 0.3):
+        variants.append((f"document: + {w} x mean-vector cosine", ranker(s, centroid=w)))
+    for w in (0.1, 0.3):
+        variants.append((f"document: + {w} x whole-document BM25", ranker(s, doc_bm25=w)))
+    for n, w in ((5, 0.2), (10, 0.4)):
+        variants.append((f"expansion: {n} nearest words at {w}", ranker(s, expand=(n, w))))
+    for w in (0.3, 1.0):
+        variants.append((f"sentence: + {w} x best sentence", ranker(s, sentence=w)))
+    variants.append(("heading path vector + 0.2", ranker(s, heading=0.2)))
+    return variants
+
+
+def combinations(s: Signals) -> list[tuple[str, Ranker]]:
+    """Every mix of the ideas that cost little at query time (none re-embeds the corpus)."""
+    variants: list[tuple[str, Ranker]] = []
+    for prf in ((0.0, 0), (0.3, 5), (1.0, 3)):
+        for second in (0.0, 0.2, 0.3):
+            for doc_bm25 in (0.0, 0.1):
+                for expand in ((0, 0.0), (5, 0.2)):
+                    if not (prf[0] or second or doc_bm25 or expand[0]):
+                        continue
+                    name = (
+                        f"PRF {prf[0]} x top {prf[1]}, second {second}, "
+                        f"document BM25 {doc_bm25}, expansion {expand[0]} at {expand[1]}"
+                    )
+                    variants.append(
+                        (name, ranker(s, prf=prf, second=second, doc_bm25=doc_bm25, expand=expand))
+                    )
+    return variants
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--half", choices=("tune", "heldout"), default="tune")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/qwb-ranking-cache"))
+    ap.add_argument(
+        "--combinations",
+        action="store_true",
+        help="score the cheap ideas together (feedback x second chunk x document BM25 x "
+        "expansion) instead of one at a time",
+    )
     args = ap.parse_args()
 
     from core.config import load_config
@@ -198,19 +242,10 @@ async def main() -> None:
         queries = await lab.prepare_queries(wb, questions, corpus.doc_keys, chunk_pos)
         s = await signals(wb, corpus, args.cache)
         variants: list[tuple[str, Ranker]] = [("today: score fusion .7/.3, 50 per side", ranker(s))]
-        for beta, m in ((0.3, 5), (1.0, 3), (1.0, 5)):
-            variants.append((f"PRF: vector + {beta} x mean of top {m}", ranker(s, prf=(beta, m))))
-        for w in (0.1, 0.3):
-            variants.append((f"document: + {w} x second chunk", ranker(s, second=w)))
-        for w in (0.1, 0.3):
-            variants.append((f"document: + {w} x mean-vector cosine", ranker(s, centroid=w)))
-        for w in (0.1, 0.3):
-            variants.append((f"document: + {w} x whole-document BM25", ranker(s, doc_bm25=w)))
-        for n, w in ((5, 0.2), (10, 0.4)):
-            variants.append((f"expansion: {n} nearest words at {w}", ranker(s, expand=(n, w))))
-        for w in (0.3, 1.0):
-            variants.append((f"sentence: + {w} x best sentence", ranker(s, sentence=w)))
-        variants.append(("heading path vector + 0.2", ranker(s, heading=0.2)))
+        if args.combinations:
+            variants += combinations(s)
+        else:
+            variants += one_at_a_time(s)
         print(f"\n## {args.half} half ({len(questions)} questions)\n")
         print(lab.HEADER)
         for name, rank in variants:
