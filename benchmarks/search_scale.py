@@ -159,6 +159,17 @@ def make_queries(count: int, rng: random.Random) -> list[str]:
     return out
 
 
+async def effective_ef_search(wb: Workbench) -> int:
+    """The hnsw.ef_search search() uses on this store (grown with its size)."""
+    from core.search import EF_SEARCH_SQL
+
+    settings = wb.rag.search_settings
+    async with wb.db.transaction() as conn:
+        params = {"floor": settings.ef_search, "per_million": settings.ef_per_million}
+        cur = await conn.execute(EF_SEARCH_SQL, params)
+        return int(list((await cur.fetchone()).values())[0])
+
+
 async def plain_hnsw(wb: Workbench, vector: Any, ef: int) -> tuple[float, list[int]]:
     t0 = time.perf_counter()
     async with wb.db.transaction() as conn:
@@ -276,6 +287,7 @@ async def measure(wb: Workbench, args: argparse.Namespace) -> None:
     filtered_paths: dict[str, int] = {}
     full_k = 0
     hnsw_ms: list[float] = []
+    ef = await effective_ef_search(wb)
     for q in plain:
         await wb.embedder.embed_query(q + " ?")  # warm the model, not this query's cache
         t0 = time.perf_counter()
@@ -287,7 +299,7 @@ async def measure(wb: Workbench, args: argparse.Namespace) -> None:
         path = t.text_path + ("" if t.text_exact else " (not proved)")
         paths[path] = paths.get(path, 0) + 1
         vector = await wb.embedder.embed_query(q)
-        ms, _ = await plain_hnsw(wb, vector, wb.rag.search_settings.ef_search)
+        ms, _ = await plain_hnsw(wb, vector, ef)
         hnsw_ms.append(ms)
     for q in queries[args.queries :]:
         t0 = time.perf_counter()
@@ -343,8 +355,7 @@ async def measure(wb: Workbench, args: argparse.Namespace) -> None:
     print(f"search() / plain HNSW (p50)      {u50 / h50:7.1f}x")
     print(
         f"vector recall@10 (ties count)    {statistics.mean(recall):7.3f} unfiltered, "
-        f"{statistics.mean(recall_f):.3f} 1% filter (ef_search "
-        f"{wb.rag.search_settings.ef_search})"
+        f"{statistics.mean(recall_f):.3f} 1% filter (ef_search {ef})"
     )
     if overlap:
         print(
@@ -358,8 +369,9 @@ async def run(args: argparse.Namespace) -> None:
     overrides: dict[str, Any] = {"database.data_dir": data_dir}
     if args.database_url:
         overrides = {"database.url": args.database_url}
-    if args.ef_search:
+    if args.ef_search:  # a fixed search list, whatever the store's size
         overrides["rag.hnsw_ef_search"] = args.ef_search
+        overrides["rag.hnsw_ef_search_per_million"] = 0
     for setting in args.set:  # typed and checked by load_config, as qwb's own --set
         key, _, raw = setting.partition("=")
         overrides[key] = raw
@@ -389,7 +401,12 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=int, default=20, help="Unmeasured searches first (0: a cold server)."
     )
-    parser.add_argument("--ef-search", type=int, default=None)
+    parser.add_argument(
+        "--ef-search",
+        type=int,
+        default=None,
+        help="a fixed hnsw.ef_search (default: the configured one, grown with the store)",
+    )
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument(
         "--candidates", action="store_true", help="Compare text-side designs instead."

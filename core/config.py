@@ -48,6 +48,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rrf_k": 60,  # reciprocal rank fusion constant
         "fusion_text_share": 0.7,  # score fusion: BM25's share (the rest is cosine)
         "hnsw_ef_search": 100,  # HNSW candidate list; higher = better recall, slower
+        # ...grown with the store: at least this many per million chunks (1M real: 400 -> 0.98)
+        "hnsw_ef_search_per_million": 400,
         "hnsw_max_scan_tuples": 200_000,  # iterative scan budget under a filter
         "bm25_k1": 0.9,  # BM25 term-frequency saturation (the store re-orders its index on change)
         "bm25_b": 0.4,  # BM25 length normalisation (0 none, 1 full)
@@ -184,6 +186,8 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("rag", "chunk_tokens"): (16, 8192),
     ("rag", "chunk_overlap_tokens"): (0, 8191),
     ("rag", "fusion_text_share"): (0, 1),
+    ("rag", "hnsw_ef_search"): (1, 1000),  # pgvector's limit
+    ("rag", "hnsw_ef_search_per_million"): (0, 1000),
     ("rag", "bm25_k1"): (0, 10),
     ("rag", "bm25_b"): (0, 1),
     ("rag", "bm25_proven"): (0, 100_000),

@@ -262,6 +262,16 @@ def test_load_config_rejects_unknown_keys(tmp_path: Path) -> None:
     )
 
 
+def test_the_hnsw_search_list_is_held_to_what_pgvector_accepts() -> None:
+    from core.errors import ConfigError
+
+    env = {"QWB_CONFIG": NO_CONFIG, "QWB_RAG_HNSW_EF_SEARCH": "2000"}
+    with pytest.raises(ConfigError, match="rag.hnsw_ef_search .* between 1 and 1000, got 2000"):
+        load_config(env=env)
+    cfg = load_config(env={"QWB_CONFIG": NO_CONFIG, "QWB_RAG_HNSW_EF_SEARCH_PER_MILLION": "0"})
+    assert cfg.get("rag.hnsw_ef_search_per_million") == 0
+
+
 async def test_full_text_matches_questions_and_keeps_negation(workbench: Any) -> None:
     rag = workbench.rag
     await rag.ingest_text(

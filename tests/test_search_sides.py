@@ -83,3 +83,35 @@ def test_rows_to_read_keeps_the_top_limit_with_ties_and_drops_dissimilar_ones() 
     assert rows_to_read(fused, cosine, 3, None) == [1, 2, 3, 5]  # 2 and 3 tie at the 3rd
     assert rows_to_read(fused, cosine, 2, 0.5) == [1, 2, 3]  # 5 is below min_similarity
     assert rows_to_read(fused, cosine, 10, 0.5) == [1, 2, 3, 4]
+
+
+async def test_the_hnsw_search_list_grows_with_the_chunks_stored(workbench: Any) -> None:
+    """hnsw.ef_search is the configured floor (at least the candidate count), grown to
+    `ef_per_million` per million chunks the store holds, and never past pgvector's 1000."""
+    from dataclasses import replace
+
+    from core.search import SearchFilters, vector_candidates
+
+    await workbench.rag.ingest_text(
+        "# HNSW\n\nThe search list grows with the store.\n", source_key=f"ef-{uuid.uuid4()}"
+    )
+    vector = await workbench.embedder.embed_query("search list")
+    base = workbench.rag.search_settings
+    chunks = (await workbench.db.fetchone("SELECT chunks FROM rag_text_stats"))["chunks"]
+    assert chunks >= 1
+
+    async def ef_used(floor: int, per_million: int, cand: int = 10) -> int:
+        settings = replace(base, ef_search=floor, ef_per_million=per_million)
+        async with workbench.db.connection() as conn, conn.transaction():
+            hits = await vector_candidates(conn, vector, cand, SearchFilters(), {}, settings)
+            assert hits  # the index was searched with that list
+            cur = await conn.execute("SHOW hnsw.ef_search")
+            return int((await cur.fetchone())["hnsw.ef_search"])
+
+    assert await ef_used(100, 0) == 100  # a small store: the floor
+    assert await ef_used(20, 0, cand=60) == 60  # at least the candidates wanted
+    grown = -(-250 * 1_000_000 // chunks)  # a per-million rate giving ~250 on this store
+    assert await ef_used(40, grown) == -(-grown * chunks // 1_000_000)
+    assert await ef_used(40, 10**9) == 1000  # pgvector's limit
+    # outside the search's transaction the server's default is back
+    assert (await workbench.db.fetchone("SHOW hnsw.ef_search"))["hnsw.ef_search"] == "40"
