@@ -111,8 +111,10 @@ def render_report(report: Any) -> None:
               f"p95 {report.latency_ms['p95']:.0f} ms (query embedding included)")  # fmt: skip
     roots = _roots(report)
     for item in report.unmatched:
+        hint = (f"; a folder? write {escape(item['folder'])!r} to count every document "
+                "under it") if item.get("folder") else ""  # fmt: skip
         out.print(f"[yellow]warning[/] line {item['line']}: relevant "
-                  f"{escape(item['entry'])!r} matches no document in the store")  # fmt: skip
+                  f"{escape(item['entry'])!r} matches no document in the store{hint}")  # fmt: skip
     for item in report.ambiguous:
         names = ", ".join(_rel(k, roots) for k in item["candidates"][:4])
         out.print(

@@ -6,8 +6,8 @@ A probe file is JSON Lines, one question per line::
      "kind": "paraphrase"}
 
 `relevant` lists the documents that answer the question, written the way an operator names them:
-the full source key, a path relative to the ingest root, or a bare filename (see
-`resolve_relevant`). An empty list marks a question the corpus cannot answer.
+the full source key, a path relative to the ingest root, a bare filename, a glob or a folder (see
+core.relevant_entries). An empty list marks a question the corpus cannot answer.
 
 Metrics are document-level: a search's chunk hits are folded into a ranking of distinct documents
 (a document ranks where its best chunk ranks). Recall@k is the share of answerable questions with
@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from core.relevant_entries import folder_hint, normalise_entry, resolve_relevant
 
 DEFAULT_KS = (1, 5, 10)
 MRR_K = 10
@@ -38,7 +37,6 @@ DEFAULT_DEPTH = 50  # chunk hits per search; ranks beyond the top 10 still show 
 UNANSWERABLE = "unanswerable"
 ANSWERABLE = "answerable"
 PROBE_KEYS = {"query", "relevant", "kind", "note"}
-GLOB_CHARS = "*?["
 
 
 # ----------------------------------------------------------------------------- probe files
@@ -109,97 +107,12 @@ def parse_probes(lines: Iterable[str], name: str = "probes") -> list[EvalQuestio
 def load_probes(path: Path | str) -> list[EvalQuestion]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a Windows editor is fine
     except FileNotFoundError:
         raise InputError(f"probe file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read probe file {path}: {exc}") from None
     return parse_probes(text.splitlines(), path.name)
-
-
-# ----------------------------------------------------------------------------- matching
-def normalise_entry(entry: str) -> str:
-    entry = entry.strip().replace("\\", "/")
-    while entry.startswith("./"):
-        entry = entry[2:]
-    return entry
-
-
-def is_glob(entry: str) -> bool:
-    return any(ch in entry for ch in GLOB_CHARS)
-
-
-def source_matches(entry: str, key: str, *, substring: bool = False) -> bool:
-    """Does a relevant entry name this source key?
-
-    Exact key; a path suffix on a `/` boundary (a path relative to the ingest root, or a bare
-    filename); a glob (* ? [ ]) against the key or any trailing part of it. `substring`
-    (the health probes' `expect_source` contract) also accepts any substring of the key."""
-    if entry == key:
-        return True
-    if is_glob(entry):
-        return fnmatchcase(key, entry) or fnmatchcase(key, "*/" + entry.lstrip("/"))
-    if key.endswith("/" + entry.lstrip("/")):
-        return True
-    return substring and entry in key
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """The source keys a relevant entry stands for in this store."""
-
-    entry: str
-    keys: tuple[str, ...]
-    ambiguous: bool = False
-
-
-def _implied_root(key: str, entry: str) -> str | None:
-    suffix = "/" + entry.lstrip("/")
-    return key[: -len(suffix)] if key.endswith(suffix) else None
-
-
-def resolve_relevant(
-    entries: Iterable[str], keys: Sequence[str], root: str | None = None
-) -> dict[str, Resolution]:
-    """Map each relevant entry to the store's source keys.
-
-    With `root`, a relative entry means exactly `root/entry`. Without it, a relative entry matches
-    by path suffix; when that is ambiguous (README.md in several folders), the candidates under the
-    ingest root implied by the file's unambiguous entries win; if that does not settle it, all
-    candidates count and the resolution is marked ambiguous. Globs match every key they cover."""
-    entries = list(dict.fromkeys(entries))
-    if root is not None:
-        root = posixpath.normpath(str(root).replace("\\", "/"))
-        key_set = set(keys)
-        out = {}
-        for e in entries:
-            if is_glob(e):
-                hits = [k for k in keys if fnmatchcase(k, posixpath.join(root, e)) or k == e]
-            elif e in key_set:
-                hits = [e]
-            else:
-                joined = posixpath.normpath(posixpath.join(root, e))
-                hits = [joined] if joined in key_set else []
-            out[e] = Resolution(e, tuple(hits))
-        return out
-
-    candidates = {e: [k for k in keys if source_matches(e, k)] for e in entries}
-    votes: Counter[str] = Counter()
-    for e, found in candidates.items():
-        if len(found) == 1 and not is_glob(e):
-            implied = _implied_root(found[0], e)
-            if implied is not None:
-                votes[implied] += 1
-    out = {}
-    for e, found in candidates.items():
-        if len(found) <= 1 or is_glob(e):
-            out[e] = Resolution(e, tuple(found))
-            continue
-        scored = [(votes.get(_implied_root(k, e) or "", 0), k) for k in found]
-        best = max(score for score, _ in scored)
-        chosen = [k for score, k in scored if score == best] if best > 0 else found
-        out[e] = Resolution(e, tuple(chosen), ambiguous=len(chosen) > 1)
-    return out
 
 
 # ----------------------------------------------------------------------------- ranking
@@ -487,7 +400,7 @@ async def run_evaluation(
         for e in q.relevant:
             res = resolution[e]
             if not res.keys:
-                unmatched.append({"line": q.line, "entry": e})
+                unmatched.append({"line": q.line, "entry": e, "folder": folder_hint(e, keys)})
             elif res.ambiguous:
                 ambiguous.append({"line": q.line, "entry": e, "candidates": list(res.keys)})
     search = rag_search(rag, mode=mode, doc_types=doc_types)

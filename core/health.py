@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from core.errors import ConfigError, QwbError
-from core.evaluation import EvalQuestion, rag_search, rank_question, source_matches
+from core.evaluation import EvalQuestion, rag_search, rank_question
+from core.relevant_entries import source_matches
 
 EXIT_HEALTHY = 0
 EXIT_DEGRADED = 3

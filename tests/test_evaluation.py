@@ -20,10 +20,9 @@ from core.evaluation import (
     load_probes,
     parse_probes,
     rank_question,
-    resolve_relevant,
     run_evaluation,
-    source_matches,
 )
+from core.relevant_entries import folder_hint, resolve_relevant, source_matches
 from tests.conftest import (
     QWB,
     REPO,
@@ -196,6 +195,14 @@ def test_bad_lines_name_the_line(line: str, needle: str) -> None:
     assert "\n" not in message
 
 
+def test_a_file_saved_with_a_bom_and_crlf_reads(tmp_path: Path) -> None:
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"query": "q1", "relevant": ["a.md"]}\r\n\r\n'
+                     b'{"query": "q2", "relevant": []}\r\n')  # fmt: skip
+    assert [(q.line, q.query, q.relevant) for q in load_probes(path)] == [
+        (1, "q1", ("a.md",)), (3, "q2", ())]  # fmt: skip
+
+
 def test_empty_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n# nothing\n")
     with pytest.raises(InputError, match="holds no questions"):
@@ -216,6 +223,30 @@ def test_entries_match_keys_the_way_operators_write_them() -> None:
     assert source_matches(
         "provider:apache-airflow-providers-ssh", "provider:apache-airflow-providers-ssh"
     )
+
+
+def test_a_folder_entry_counts_every_document_under_it() -> None:
+    keys = ["/srv/docs/vault-setup/a.md", "/srv/docs/vault-setup/deep/b.md",
+            "/srv/docs/vault-setup-old.md", "/srv/docs/adrs/vault-setup/c.md",
+            "note:vault-setup"]  # fmt: skip
+    assert [k for k in keys if source_matches("vault-setup/", k)] == [
+        "/srv/docs/vault-setup/a.md", "/srv/docs/vault-setup/deep/b.md",
+        "/srv/docs/adrs/vault-setup/c.md"]  # fmt: skip
+    # an absolute folder holds only what starts with it
+    assert [k for k in keys if source_matches("/srv/docs/vault-setup/", k)] == keys[:2]
+    assert not any(source_matches("/docs/vault-setup/", k) for k in keys)
+    assert not any(source_matches("setup/", k) for k in keys)  # not on a / boundary
+    res = resolve_relevant(["vault-setup/", "docs/vault-setup/", "a.md"], keys)
+    assert res["docs/vault-setup/"].keys == tuple(keys[:2])
+    assert len(res["vault-setup/"].keys) == 3 and not res["vault-setup/"].ambiguous
+    rooted = resolve_relevant(["vault-setup/", "./deep/"], keys, root="/srv/docs")
+    assert rooted["vault-setup/"].keys == tuple(keys[:2])
+    assert rooted["./deep/"].keys == ()  # root/deep/ holds nothing
+    # the same name without its slash matches nothing, and the warning says what to write
+    assert resolve_relevant(["vault-setup"], keys)["vault-setup"].keys == ()
+    assert folder_hint("vault-setup", keys) == "vault-setup/"
+    assert folder_hint("docs/vault-setup", keys) == "docs/vault-setup/"
+    assert folder_hint("missing", keys) is None and folder_hint("adrs/*.md", keys) is None
 
 
 def test_ambiguous_names_resolve_under_the_common_root() -> None:
@@ -292,6 +323,29 @@ def test_cli_text_output_says_where_misses_ranked(tiny_db: str, tiny: Path) -> N
     assert "nothing relevant: 1/1 unanswerable questions flagged; 1/4 answerable ones" in out
     assert "line 5 flagged etcd encryption rotation" in out
     assert proc.stderr.strip() == "paraphrase:mrr@10 is 0.250, below 0.5"
+
+
+def test_cli_counts_a_folder_and_says_when_a_slash_is_missing(
+    tiny_db: str, tiny: Path, tmp_path: Path
+) -> None:
+    rows = [
+        {"query": "firewalld", "relevant": [f"{tiny.name}/"], "kind": "exact"},
+        {"query": "unseal with key shares", "relevant": [tiny.name], "kind": "paraphrase"},
+    ]
+    probes = write_probes(tmp_path / "folders.jsonl", rows)
+    proc = qwb(tiny_db, "eval", str(probes), "--mode", "text", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    first, second = report["results"]
+    # both documents holding firewalld are in the folder, so both count as relevant
+    assert sorted(Path(k).name for k in first["relevant_keys"]) == ["dns.md", "vault.md"]
+    assert first["rank"] == 1 and second["rank"] is None
+    assert report["unmatched"] == [{"line": 2, "entry": tiny.name, "folder": f"{tiny.name}/"}]
+    text = qwb(tiny_db, "eval", str(probes), "--mode", "text", "--no-progress")
+    assert text.returncode == 0, text.stderr
+    out = " ".join(text.stdout.split())
+    assert (f"line 2: relevant '{tiny.name}' matches no document in the store; a folder? "
+            f"write '{tiny.name}/' to count every document under it") in out  # fmt: skip
 
 
 async def test_hybrid_evaluation_in_process(workbench: Any, tiny: Path, tiny_db: str) -> None:
