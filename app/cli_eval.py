@@ -26,10 +26,12 @@ skipped):
 relevant  the documents that answer the question; [] for one nothing answers.
           Each entry may be the full source key (as `qwb docs list` shows it),
           a path relative to the folder you ingested (adrs/adr-0001-….md), a
-          bare filename, or a glob (adrs/adr-00*.md). A relative path matches
-          the key ending in /PATH; when several documents end that way, the
-          one under the folder the other entries point at wins (or give
-          --root). Entries that match no document are listed as warnings.
+          bare filename, a glob (adrs/adr-00*.md), or a folder with its
+          trailing slash (vault-setup/: every document under it). A relative
+          path matches the key ending in /PATH; when several documents end
+          that way, the one under the folder the other entries point at wins
+          (or give --root). Entries that match no document are listed as
+          warnings.
 kind      free text used to group the metrics (paraphrase, exact, …);
           default "answerable", or "unanswerable" when relevant is [].
 
@@ -37,7 +39,7 @@ Ranks are per document: a document ranks where its best chunk ranks. For each
 question not ranked first, the output says where the relevant document ranked,
 or that it was not among the documents the search returned (raise --depth to
 look deeper). For unanswerable questions it reports whether search flagged the
-result as "nothing relevant" (unavailable until search gives that signal).
+result as "nothing relevant", and how many answerable ones it flagged by mistake.
 
 Exit code 0; 3 when a --fail-under threshold is missed; 1 on bad input.
 """
