@@ -51,8 +51,10 @@ def source_matches(entry: str, key: str, *, substring: bool = False) -> bool:
     if is_glob(entry):
         return fnmatchcase(key, entry) or fnmatchcase(key, "*/" + entry.lstrip("/"))
     if is_folder(entry):
-        return key.startswith(entry) if entry.startswith("/") else ("/" + entry) in ("/" + key)
-    if key.endswith("/" + entry.lstrip("/")):
+        under = key.startswith(entry) if entry.startswith("/") else ("/" + entry) in ("/" + key)
+        if under:
+            return True
+    elif key.endswith("/" + entry.lstrip("/")):
         return True
     return substring and entry in key
 

@@ -236,6 +236,8 @@ def test_a_folder_entry_counts_every_document_under_it() -> None:
     assert [k for k in keys if source_matches("/srv/docs/vault-setup/", k)] == keys[:2]
     assert not any(source_matches("/docs/vault-setup/", k) for k in keys)
     assert not any(source_matches("setup/", k) for k in keys)  # not on a / boundary
+    # the health probes' substring contract still holds for a folder-like expect_source
+    assert source_matches("setup/", keys[0], substring=True)
     res = resolve_relevant(["vault-setup/", "docs/vault-setup/", "a.md"], keys)
     assert res["docs/vault-setup/"].keys == tuple(keys[:2])
     assert len(res["vault-setup/"].keys) == 3 and not res["vault-setup/"].ambiguous
