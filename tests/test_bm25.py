@@ -174,6 +174,7 @@ async def test_index_top_k_equals_exhaustive_bm25(fresh_wb: Any) -> None:
                 assert hit.score == pytest.approx(want[hit.chunk_id], rel=1e-9)
 
 
+@requires_shared
 async def test_proving_fewer_than_k_keeps_those_exact_and_the_rest_scored_exactly(
     fresh_wb: Any,
 ) -> None:
